@@ -1,0 +1,1 @@
+"""Objectives: advantages, surrogates, corrections, regularisers and aggregation as pure functions."""
