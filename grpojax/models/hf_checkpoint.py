@@ -1,0 +1,252 @@
+"""Hugging Face checkpoint directories in and out: `config.json` plus safetensors, without torch.
+
+Loading is all-or-nothing: every tensor name, shape and file is checked before any parameter is
+built, and each error names the tensor or file at fault. Saving writes into a fresh sibling
+directory and renames it into place, so a crash never leaves a half-written checkpoint and an
+existing one is replaced only when asked.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import nnx
+
+from grpojax.models import config as config_lib
+from grpojax.models import transformer
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Tensors real checkpoints carry that the model does not need.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def hf_name(path: tuple[Any, ...]) -> tuple[str, bool]:
+  """Maps a parameter path of `transformer.Decoder` to its Hugging Face tensor name.
+
+  Returns:
+    (name, transposed): `transposed` is True for dense kernels, which grpojax stores [in, out]
+    and torch's Linear stores [out, in].
+  """
+  parts = [str(p) for p in path]
+  leaf = parts[-1]
+  prefix = [] if parts[0] == "lm_head" else ["model"]
+  if leaf == "kernel":
+    return ".".join(prefix + parts[:-1] + ["weight"]), True
+  if leaf in ("scale", "embedding"):
+    return ".".join(prefix + parts[:-1] + ["weight"]), False
+  return ".".join(prefix + parts), False
+
+
+def _checkpoint_files(checkpoint_dir: str) -> dict[str, str]:
+  """Tensor name -> safetensors file path, from the index or the single file."""
+  index_path = os.path.join(checkpoint_dir, INDEX_FILE)
+  single_path = os.path.join(checkpoint_dir, SINGLE_FILE)
+  if os.path.exists(index_path):
+    try:
+      with open(index_path) as f:
+        weight_map = json.load(f)["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{index_path}: unreadable safetensors index ({e!r})") from e
+    return {name: os.path.join(checkpoint_dir, fname) for name, fname in weight_map.items()}
+  if not os.path.exists(single_path):
+    raise FileNotFoundError(
+      f"{checkpoint_dir}: no {SINGLE_FILE} or {INDEX_FILE} found (only safetensors checkpoints "
+      "are supported)")
+  return {name: single_path for name in _tensor_names(single_path)}
+
+
+def _tensor_names(path: str) -> list[str]:
+  try:
+    with safetensors.safe_open(path, framework="numpy") as f:
+      return list(f.keys())
+  except FileNotFoundError:
+    raise FileNotFoundError(f"safetensors file not found: {path}") from None
+  except Exception as e:  # safetensors raises its own error types for corrupt headers.
+    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+
+
+def _read_tensors(files: dict[str, str], wanted: set[str]) -> dict[str, np.ndarray]:
+  """Reads the wanted tensors, opening each file once and naming it on failure."""
+  by_file: dict[str, list[str]] = {}
+  for name in sorted(wanted):
+    by_file.setdefault(files[name], []).append(name)
+  out = {}
+  for path, names in by_file.items():
+    try:
+      with safetensors.safe_open(path, framework="numpy") as f:
+        present = set(f.keys())
+        for name in names:
+          if name not in present:
+            raise ValueError(f"{path}: index lists tensor {name!r} but the file lacks it")
+          out[name] = f.get_tensor(name)
+    except FileNotFoundError:
+      raise FileNotFoundError(f"safetensors file not found: {path}") from None
+    except ValueError:
+      raise
+    except Exception as e:
+      raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+  return out
+
+
+def abstract_model(cfg: config_lib.ModelConfig, *, dtype=jnp.float32,
+                   param_dtype=jnp.float32) -> transformer.Decoder:
+  """A `Decoder` with shapes and dtypes but no allocated parameters."""
+  return nnx.eval_shape(
+    lambda: transformer.Decoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+
+
+def from_pretrained(checkpoint_dir: str, *, dtype=jnp.float32,
+                    param_dtype=jnp.float32) -> transformer.Decoder:
+  """Loads a local Hugging Face Qwen2/Qwen3/Llama checkpoint directory.
+
+  Args:
+    checkpoint_dir: holds `config.json` and `model.safetensors` or a sharded set with
+      `model.safetensors.index.json`.
+    dtype: compute dtype.
+    param_dtype: dtype the parameters are cast to on load.
+
+  Returns:
+    The `Decoder` with the checkpoint's weights.
+
+  Raises:
+    FileNotFoundError, ValueError: naming the file or tensor that is missing, extra, mis-shaped
+      or unreadable. Nothing is built unless every check passes.
+  """
+  cfg = config_lib.load_config(checkpoint_dir)
+  model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype)
+  graphdef, state = nnx.split(model)
+  flat = nnx.to_flat_state(state)
+  expected = {}
+  for path, var in flat:
+    name, transposed = hf_name(path)
+    shape = tuple(var.get_value().shape)
+    expected[name] = (path, shape[::-1] if transposed else shape, transposed)
+
+  files = _checkpoint_files(checkpoint_dir)
+  missing = sorted(set(expected) - set(files))
+  if missing:
+    raise ValueError(f"{checkpoint_dir}: checkpoint lacks tensor(s) {missing}")
+  extra = sorted(n for n in set(files) - set(expected)
+                 if not n.endswith(_IGNORED_SUFFIXES)
+                 and not (cfg.tie_word_embeddings and n == "lm_head.weight"))
+  if extra:
+    raise ValueError(f"{checkpoint_dir}: unexpected tensor(s) {extra} for a "
+                     f"{cfg.model_type} model with this config.json")
+  for name, (_, shape, _) in expected.items():
+    got = _tensor_shape(files[name], name)
+    if got != shape:
+      raise ValueError(f"{files[name]}: tensor {name!r} has shape {got}, expected {shape}")
+
+  arrays = _read_tensors(files, set(expected))
+  values = {}
+  for name, (path, _, transposed) in expected.items():
+    a = arrays[name]
+    if transposed:
+      a = a.T
+    values[path] = jnp.asarray(a, dtype=param_dtype)
+  for path, var in flat:
+    var.set_value(values[path])
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _tensor_shape(path: str, name: str) -> tuple[int, ...]:
+  try:
+    with safetensors.safe_open(path, framework="numpy") as f:
+      return tuple(f.get_slice(name).get_shape())
+  except FileNotFoundError:
+    raise FileNotFoundError(f"safetensors file not found: {path}") from None
+  except Exception as e:
+    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+
+
+def state_to_hf_tensors(model: transformer.Decoder, dtype=None) -> dict[str, np.ndarray]:
+  """The model's parameters as Hugging Face-named NumPy arrays ([out, in] for Linear weights)."""
+  _, state = nnx.split(model, nnx.Param)
+  out = {}
+  for path, var in nnx.to_flat_state(state):
+    name, transposed = hf_name(path)
+    a = np.asarray(jax.device_get(var.get_value()))
+    if dtype is not None:
+      a = a.astype(dtype)
+    out[name] = np.ascontiguousarray(a.T if transposed else a)
+  return out
+
+
+def save_pretrained(model: transformer.Decoder, checkpoint_dir: str, *, overwrite: bool = False,
+                    max_shard_bytes: int | None = None, dtype=None,
+                    extra_files: dict[str, str] | None = None) -> None:
+  """Writes a directory that `transformers` (and vLLM) load as the same model.
+
+  Args:
+    model: the `Decoder` to save.
+    checkpoint_dir: destination; written atomically (a sibling temporary directory renamed into
+      place).
+    overwrite: replace an existing directory; otherwise an existing one raises FileExistsError.
+    max_shard_bytes: split the weights into several files with an index when they exceed this.
+    dtype: NumPy dtype to cast parameters to (for example `ml_dtypes.bfloat16`); default keeps
+      the parameter dtype.
+    extra_files: file name -> source path copied alongside (tokenizer files, for example).
+  """
+  checkpoint_dir = os.path.abspath(checkpoint_dir)
+  if os.path.exists(checkpoint_dir) and not overwrite:
+    raise FileExistsError(f"{checkpoint_dir} exists; pass overwrite=True to replace it")
+  parent = os.path.dirname(checkpoint_dir)
+  os.makedirs(parent, exist_ok=True)
+  tensors = state_to_hf_tensors(model, dtype)
+  hf_config = model.config.to_hf_dict()
+  hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(checkpoint_dir) + "-", dir=parent)
+  try:
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(hf_config, f, indent=2)
+    _write_tensors(tensors, tmp, max_shard_bytes)
+    for fname, src in (extra_files or {}).items():
+      shutil.copyfile(src, os.path.join(tmp, fname))
+    _replace_dir(tmp, checkpoint_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def _write_tensors(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes: int | None):
+  metadata = {"format": "pt"}  # transformers refuses safetensors files without it.
+  total = sum(a.nbytes for a in tensors.values())
+  if max_shard_bytes is None or total <= max_shard_bytes:
+    safetensors.numpy.save_file(tensors, os.path.join(out_dir, SINGLE_FILE), metadata=metadata)
+    return
+  shards, current, size = [], {}, 0
+  for name in sorted(tensors):
+    a = tensors[name]
+    if current and size + a.nbytes > max_shard_bytes:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = a
+    size += a.nbytes
+  shards.append(current)
+  weight_map = {}
+  for i, shard in enumerate(shards):
+    fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    safetensors.numpy.save_file(shard, os.path.join(out_dir, fname), metadata=metadata)
+    weight_map.update({name: fname for name in shard})
+  with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
+    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def _replace_dir(new: str, dest: str) -> None:
+  """Renames `new` to `dest`, moving an existing `dest` aside first and removing it after."""
+  if not os.path.exists(dest):
+    os.rename(new, dest)
+    return
+  old = dest + ".old"
+  shutil.rmtree(old, ignore_errors=True)
+  os.rename(dest, old)
+  os.rename(new, dest)
+  shutil.rmtree(old, ignore_errors=True)

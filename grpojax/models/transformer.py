@@ -1,0 +1,272 @@
+"""Decoder-only transformer (Qwen2, Qwen3, Llama 3.x) in Flax NNX.
+
+Einsum legend: B batch, T query length, S key length (cache length), D model dim, N query heads,
+K key/value heads, G query heads per kv head (N = K·G), H head dim, V vocabulary, F MLP width.
+
+The attribute names mirror Hugging Face's module names so that a parameter path such as
+`layers/3/self_attn/q_proj/kernel` maps to `model.layers.3.self_attn.q_proj.weight` by rule.
+
+The key/value cache stores K transposed, `[B, K, H, S]`, and V as `[B, K, S, H]`, written in place
+with `dynamic_update_slice`; on CPU this layout made grouped decode attention the fastest of the
+layouts measured (see FACTS). The same attention code serves training (no cache), prefill and
+decode, so that sampler and trainer compute the same function.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grpojax.models import config as config_lib
+
+Array = jax.Array
+LayerCache = tuple[Array, Array]  # (k_bkhs, v_bksh)
+
+
+class DecoderOutput(NamedTuple):
+  """What a forward pass returns.
+
+  Attributes:
+    logits: [B, T, V] float32, or None when `return_logits=False`.
+    hidden: [B, T, D] last-layer hidden states after the final norm (the unembedding's input).
+    cache: updated per-layer (k, v) cache, or None when none was given.
+  """
+
+  logits: Array | None
+  hidden: Array
+  cache: tuple[LayerCache, ...] | None
+
+
+def _normal_init(stddev: float = 0.02):
+  return jax.nn.initializers.normal(stddev)
+
+
+class Dense(nnx.Module):
+  """y = x @ kernel (+ bias), computed as one 2-D matmul.
+
+  Flattening leading axes to a 2-D `[B·T, D] @ [D, F]` product lets XLA's CPU backend avoid
+  physical transposes in the weight-gradient matmuls (1.3-1.4x faster training steps, FACTS).
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    self.kernel = nnx.Param(_normal_init()(rngs.params(), (in_features, out_features), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x: Array) -> Array:
+    lead = x.shape[:-1]
+    y = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y.reshape(*lead, y.shape[-1])
+
+
+class RMSNorm(nnx.Module):
+  """x / sqrt(mean(x²) + eps) · scale, normalised in float32 as Hugging Face does."""
+
+  def __init__(self, dim: int, *, eps: float, param_dtype):
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    self.eps = eps
+
+  def __call__(self, x: Array) -> Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rope_cos_sin(positions_bt: Array, inv_freq_h: Array) -> tuple[Array, Array]:
+  """cos and sin of position·frequency, each [B, T, H/2], float32."""
+  angles = positions_bt.astype(jnp.float32)[..., None] * inv_freq_h
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_btnh: Array, cos_bth: Array, sin_bth: Array) -> Array:
+  """Rotates the two halves of the head dimension (the Hugging Face `rotate_half` layout)."""
+  half = x_btnh.shape[-1] // 2
+  x1, x2 = x_btnh[..., :half], x_btnh[..., half:]
+  cos = cos_bth[:, :, None, :].astype(x_btnh.dtype)
+  sin = sin_bth[:, :, None, :].astype(x_btnh.dtype)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with RoPE, optional q/k/v bias and optional q/k RMSNorm."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.q_proj = Dense(d, n * h, use_bias=cfg.attention_bias, **kw)
+    self.k_proj = Dense(d, k * h, use_bias=cfg.attention_bias, **kw)
+    self.v_proj = Dense(d, k * h, use_bias=cfg.attention_bias, **kw)
+    self.o_proj = Dense(n * h, d, use_bias=cfg.attention_out_bias, **kw)
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+      self.k_norm = RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+    else:
+      self.q_norm = self.k_norm = None
+    self.num_kv_heads, self.group_size, self.head_dim = k, cfg.group_size, h
+
+  def __call__(self, x_btd: Array, cos_sin, mask_bts: Array, cache: LayerCache | None,
+               cache_index: Array | None) -> tuple[Array, LayerCache | None]:
+    b, t, _ = x_btd.shape
+    k_heads, g, h = self.num_kv_heads, self.group_size, self.head_dim
+    q = self.q_proj(x_btd).reshape(b, t, k_heads * g, h)
+    k = self.k_proj(x_btd).reshape(b, t, k_heads, h)
+    v = self.v_proj(x_btd).reshape(b, t, k_heads, h)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
+    k_bkhs = k.transpose(0, 2, 3, 1)
+    v_bksh = v.transpose(0, 2, 1, 3)
+    if cache is not None:
+      k_cache, v_cache = cache
+      k_bkhs = jax.lax.dynamic_update_slice(
+        k_cache, k_bkhs.astype(k_cache.dtype), (0, 0, 0, cache_index))
+      v_bksh = jax.lax.dynamic_update_slice(
+        v_cache, v_bksh.astype(v_cache.dtype), (0, 0, cache_index, 0))
+      cache = (k_bkhs, v_bksh)
+    q_btkgh = q.reshape(b, t, k_heads, g, h)
+    scores = jnp.einsum("BTKGH,BKHS->BKGTS", q_btkgh, k_bkhs.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * (h ** -0.5)
+    scores = jnp.where(mask_bts[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, v_bksh.astype(q.dtype))
+    return self.o_proj(out.reshape(b, t, k_heads * g * h)), cache
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) · up(x))."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(use_bias=cfg.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.gate_proj = Dense(cfg.hidden_size, cfg.intermediate_size, **kw)
+    self.up_proj = Dense(cfg.hidden_size, cfg.intermediate_size, **kw)
+    self.down_proj = Dense(cfg.intermediate_size, cfg.hidden_size, **kw)
+
+  def __call__(self, x: Array) -> Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+  """Pre-norm residual block: attention then MLP."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.self_attn = Attention(cfg, **kw)
+    self.post_attention_layernorm = RMSNorm(
+      cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.mlp = MLP(cfg, **kw)
+
+  def __call__(self, x, cos_sin, mask_bts, cache, cache_index):
+    attn, cache = self.self_attn(self.input_layernorm(x), cos_sin, mask_bts, cache, cache_index)
+    x = x + attn
+    return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+
+class Embed(nnx.Module):
+  """Token embedding table [V, D]."""
+
+  def __init__(self, vocab_size: int, dim: int, *, param_dtype, rngs: nnx.Rngs):
+    self.embedding = nnx.Param(_normal_init()(rngs.params(), (vocab_size, dim), param_dtype))
+
+  def __call__(self, tokens_bt: Array) -> Array:
+    return jnp.take(self.embedding[...], tokens_bt, axis=0)
+
+
+class Decoder(nnx.Module):
+  """A causal language model: tokens [B, T] -> logits [B, T, V] and hidden states [B, T, D].
+
+  Attributes:
+    config: the `ModelConfig` it was built from.
+    dtype: compute dtype of activations and matmuls (parameters keep `param_dtype`).
+  """
+
+  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    self.config = cfg
+    self.dtype = dtype
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.lm_head = (None if cfg.tie_word_embeddings else
+                    Dense(cfg.hidden_size, cfg.vocab_size, use_bias=False, **kw))
+
+  def unembedding(self) -> Array:
+    """The output projection [D, V] (the transposed embedding when tied)."""
+    if self.lm_head is None:
+      return self.embed_tokens.embedding[...].T
+    return self.lm_head.kernel[...]
+
+  def logits(self, hidden_btd: Array) -> Array:
+    """Float32 logits [B, T, V] from last-layer hidden states."""
+    b, t, d = hidden_btd.shape
+    w = self.unembedding().astype(self.dtype)
+    out = jnp.dot(hidden_btd.reshape(b * t, d).astype(self.dtype), w,
+                  preferred_element_type=jnp.float32)
+    return out.reshape(b, t, -1)
+
+  def __call__(self, tokens_bt: Array, *, positions_bt: Array | None = None,
+               attn_mask_bts: Array | None = None, cache: tuple[LayerCache, ...] | None = None,
+               cache_index: Array | int | None = None, return_logits: bool = True) -> DecoderOutput:
+    """Runs the decoder.
+
+    Args:
+      tokens_bt: int token ids [B, T].
+      positions_bt: RoPE positions [B, T]; defaults to 0..T-1 (see `positions_from_mask` for
+        padded batches).
+      attn_mask_bts: bool [B, T, S], True where query t may attend to key s; defaults to causal.
+        S is T without a cache and the cache length with one.
+      cache: per-layer (k [B, K, H, S], v [B, K, S, H]) from `init_cache`; the new keys and
+        values are written at `cache_index` and attention runs over the whole cache.
+      cache_index: where along S this call's T tokens are written.
+      return_logits: False skips the [B, T, V] unembedding (the chunked log-prob path uses
+        `hidden` and `unembedding()` instead).
+
+    Returns:
+      A `DecoderOutput`.
+    """
+    b, t = tokens_bt.shape
+    if positions_bt is None:
+      positions_bt = jnp.broadcast_to(jnp.arange(t), (b, t))
+    if attn_mask_bts is None:
+      if cache is not None:
+        raise ValueError("attn_mask_bts is required when a cache is given")
+      attn_mask_bts = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+    if cache is not None and cache_index is None:
+      raise ValueError("cache_index is required when a cache is given")
+    cos_sin = rope_cos_sin(positions_bt, jnp.asarray(self.config.rope_inv_freq()))
+    x = self.embed_tokens(tokens_bt).astype(self.dtype)
+    new_cache = [] if cache is not None else None
+    for i, layer in enumerate(self.layers):
+      x, layer_cache = layer(x, cos_sin, attn_mask_bts,
+                             None if cache is None else cache[i], cache_index)
+      if cache is not None:
+        new_cache.append(layer_cache)
+    hidden = self.norm(x)
+    logits = self.logits(hidden) if return_logits else None
+    return DecoderOutput(logits, hidden, None if cache is None else tuple(new_cache))
+
+
+def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int,
+               dtype=jnp.float32) -> tuple[LayerCache, ...]:
+  """Zeroed per-layer (k [B, K, H, S], v [B, K, S, H]) cache."""
+  k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, length)
+  v_shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
+  return tuple((jnp.zeros(k_shape, dtype), jnp.zeros(v_shape, dtype))
+               for _ in range(cfg.num_layers))
+
+
+def positions_from_mask(mask_bt: Array) -> Array:
+  """RoPE positions for a (left- or right-) padded batch: the count of real tokens before each."""
+  return jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_padding_mask(mask_bt: Array) -> Array:
+  """[B, T, T] attention mask: causal, and no attention to padding keys."""
+  t = mask_bt.shape[-1]
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  return causal[None] & (mask_bt[:, None, :] > 0)
