@@ -1,0 +1,74 @@
+"""Config fragments shared by the experiment files: plain functions, no inheritance."""
+
+import ml_collections
+
+from grpojax import objectives
+
+
+def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
+  """A full run config for the built-in arithmetic task with a tiny random Qwen2 policy.
+
+  Every field a run reads is here, so a `--config.a.b=value` typo fails loudly.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.log_every = 10
+  # Two-digit addition, generated in code; held-out problems never appear in training.
+  c.task = ml_collections.ConfigDict(dict(
+    name="arithmetic", difficulty=2, operators="+", seed=0, heldout_size=256, data_path=""))
+  # "" = the built-in character tokenizer; else a local HF tokenizer directory.
+  c.tokenizer = ml_collections.ConfigDict(dict(path="", chat_template=False))
+  # checkpoint "" = a random policy of the shape below; else a local HF checkpoint directory.
+  c.model = ml_collections.ConfigDict(dict(
+    checkpoint="", model_type="qwen2", hidden_size=128, intermediate_size=384, num_layers=3,
+    num_heads=4, num_kv_heads=2, head_dim=32, init_seed=0, dtype="float32"))
+  c.rollout = ml_collections.ConfigDict(dict(
+    prompts_per_step=32, samples_per_prompt=8, max_prompt_len=8, max_new_tokens=6,
+    temperature=1.0, top_k=0, top_p=1.0, min_p=0.0))
+  c.objective = objectives.default_config(recipe)
+  # Length shaping budgets are in tokens of this task, not the papers' 20k-token answers.
+  c.objective.overlong.max_len = c.rollout.max_new_tokens
+  c.objective.overlong.cache = 2
+  c.optim = ml_collections.ConfigDict(dict(
+    learning_rate=1e-4, warmup_steps=10, schedule="cosine", final_lr_fraction=0.1,
+    b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
+  # Supervised steps on reference solutions before RL (0 for a pretrained checkpoint).
+  c.warm_start = ml_collections.ConfigDict(dict(
+    steps=500, batch_size=64, learning_rate=1e-3, warmup_steps=50, schedule="constant",
+    final_lr_fraction=1.0, b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
+  c.train = ml_collections.ConfigDict(dict(
+    steps=200, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024,
+    max_bad_steps=3))
+  c.eval = ml_collections.ConfigDict(dict(
+    every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2))
+  return c
+
+
+def shrink_for_local(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A seconds-long smoke run of the same program (the `:local` argument)."""
+  c.warm_start.steps = 2
+  c.warm_start.batch_size = 8
+  c.train.steps = 2
+  c.train.microbatch_rows = 8
+  c.rollout.prompts_per_step = 2
+  c.rollout.samples_per_prompt = 4
+  c.eval.num_prompts = 8
+  c.eval.batch_prompts = 8
+  c.eval.samples = 4
+  c.eval.pass_k = 4
+  c.eval.every = 1
+  c.checkpoint.every = 2
+  c.log_every = 1
+  c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 32, 64, 1
+  return c
+
+
+def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies the config-file argument: nothing, or `local` for a seconds-long smoke run."""
+  if arg == "local":
+    shrink_for_local(c)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (expected nothing or 'local')")
+  c.lock()  # a typo in an override cannot add a field
+  return c

@@ -1,0 +1,83 @@
+"""The jitted step functions of a run: score, gradient of one micro-batch, optimiser update, SFT.
+
+Each is a pure function of explicit arrays; the NNX graph definition, the objective and the
+optimiser are closed over as static structure, never as array constants. Parameters are an NNX
+`State` of `nnx.Param`s; `nnx.merge` happens inside the jitted functions only.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from grpojax.objectives import masked
+from grpojax.rl import sequences
+
+
+class StepFns(NamedTuple):
+  """The compiled functions the trainer calls."""
+
+  graphdef: object
+  score: callable
+  grad: callable
+  update: callable
+  sft_grad: callable
+
+
+def build(graphdef, objective, optimizer: optax.GradientTransformation, *, temperature: float,
+          compute_entropy: bool, seq_chunk: int, vocab_chunk: int | None) -> StepFns:
+  """Builds the jitted step functions for one run.
+
+  Args:
+    graphdef: the policy's NNX graph definition.
+    objective: the `objectives.make(...)` result.
+    optimizer: the optax transformation applied to averaged gradients.
+    temperature: the sampling temperature; trainer log-probs use the same.
+    compute_entropy: whether the objective (or the metrics) need per-token entropy.
+    seq_chunk, vocab_chunk: chunking of the log-prob computation.
+  """
+  kw = dict(temperature=temperature, seq_chunk=seq_chunk, vocab_chunk=vocab_chunk)
+
+  @jax.jit
+  def score(params, seqs):
+    out = sequences.split_and_score(graphdef, params, seqs, compute_entropy=compute_entropy, **kw)
+    return out.logprobs, out.entropy
+
+  def micro_loss(params, seqs, batch, obj_state, key):
+    policy = sequences.split_and_score(graphdef, params, seqs, compute_entropy=compute_entropy,
+                                       **kw)
+    loss_sum, denom, metrics, new_obj_state = objective.loss(policy, batch, obj_state, key)
+    return loss_sum, (denom, metrics, new_obj_state)
+
+  @jax.jit
+  def grad(params, seqs, batch, obj_state, key):
+    (loss_sum, (denom, metrics, new_obj_state)), g = jax.value_and_grad(
+      micro_loss, has_aux=True)(params, seqs, batch, obj_state, key)
+    return g, loss_sum, denom, metrics, new_obj_state
+
+  @jax.jit
+  def sft_grad(params, seqs):
+    """Sum of negative log-likelihood over the completion tokens, and their count."""
+
+    def nll(p):
+      out = sequences.split_and_score(graphdef, p, seqs, compute_entropy=False,
+                                      seq_chunk=seq_chunk, vocab_chunk=vocab_chunk)
+      return -masked.masked_sum(out.logprobs, seqs.completion_mask)
+
+    loss_sum, g = jax.value_and_grad(nll)(params)
+    return g, loss_sum, jnp.sum(seqs.completion_mask).astype(jnp.float32)
+
+  @jax.jit
+  def update(params, opt_state, grad_sum, denominator):
+    """One optimiser step on Σ grads / Σ denominators; a non-finite gradient changes nothing."""
+    grads = jax.tree.map(lambda g: g / jnp.maximum(denominator, 1e-8), grad_sum)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
+
+  return StepFns(graphdef=graphdef, score=score, grad=grad, update=update, sft_grad=sft_grad)
+

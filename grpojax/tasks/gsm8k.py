@@ -1,0 +1,348 @@
+"""GSM8K-format JSON lines through tensorflow-datasets array_record files and grain, without TF.
+
+Each line of a file is `{"question": ..., "answer": "... #### 42"}`. The files are validated
+(every malformed row is reported as `file:line`), then written once by a tfds
+`GeneratorBasedBuilder` into `data_dir` as array_record files, then read back through
+`builder.as_data_source(split)` (random access, no TensorFlow) wrapped in a
+`grain.MapDataset`, shuffled by seed. The prepared copy lives under a config named by a hash of
+the files' contents, so editing a file prepares a fresh copy instead of reading a stale one.
+
+An example's prompt is the question, its answer the number after `####` (commas dropped, e.g.
+`1,080` -> `1080`), and its solution the whole answer text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import grain
+import tensorflow_datasets as tfds
+
+from grpojax.tasks import example as example_lib
+from grpojax.tasks import verifiers
+
+_MARKER = "####"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One validated line of a GSM8K-format file.
+
+  Attributes:
+    question: the problem text.
+    answer: the worked answer text, ending in `#### <number>`.
+    final_answer: the number after the last `####`, without thousands commas.
+    source: where the row came from, as `file:line`.
+  """
+
+  question: str
+  answer: str
+  final_answer: str
+  source: str
+
+
+def parse_row(line: str, source: str) -> Row:
+  """Validates one line of a GSM8K-format file.
+
+  Args:
+    line: the line's text.
+    source: its location, `file:line`, for error messages.
+
+  Returns:
+    The row.
+
+  Raises:
+    ValueError: the line is not a JSON object with string `question` and `answer`, or the answer
+      has no `####` followed by a number; the message starts with `source`.
+  """
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{source}: invalid JSON: {e}") from None
+  if not isinstance(record, dict):
+    raise ValueError(f"{source}: expected a JSON object, got {type(record).__name__}")
+  for key in ("question", "answer"):
+    if key not in record:
+      raise ValueError(f"{source}: missing key {key!r}")
+    if not isinstance(record[key], str):
+      raise ValueError(f"{source}: {key!r} must be a string, got {type(record[key]).__name__}")
+  answer = record["answer"]
+  marker = answer.rfind(_MARKER)
+  if marker < 0:
+    raise ValueError(f"{source}: answer has no {_MARKER!r} before the final answer")
+  final = answer[marker + len(_MARKER) :].strip()
+  value = verifiers.parse_number(final)
+  if value is None:
+    raise ValueError(f"{source}: final answer {final!r} after {_MARKER!r} is not a number")
+  return Row(
+    question=record["question"],
+    answer=answer,
+    final_answer=final.replace(",", "").replace("\u2212", "-"),
+    source=source,
+  )
+
+
+def read_rows(path: str | pathlib.Path) -> list[Row]:
+  """Reads and validates a GSM8K-format JSON-lines file; blank lines are skipped.
+
+  Args:
+    path: the file.
+
+  Returns:
+    Its rows, in file order.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: a line is malformed or not UTF-8; the message names `file:line`.
+  """
+  rows = []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      source = f"{path}:{number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{source}: not UTF-8: {e}") from None
+      if line.strip():
+        rows.append(parse_row(line, source))
+  if not rows:
+    raise ValueError(f"{path}: no rows")
+  return rows
+
+
+class JsonlConfig(tfds.core.BuilderConfig):
+  """A `JsonlBuilder` config: which files make which split.
+
+  Attributes:
+    split_files: split name -> JSON-lines files, in order.
+    heldout_fraction: None, or the share of the `train` files' rows (by a hash of the question)
+      written to a `heldout` split instead of `train`.
+  """
+
+  def __init__(
+    self,
+    *,
+    split_files: Mapping[str, Sequence[str]],
+    heldout_fraction: float | None = None,
+    **kwargs,
+  ):
+    super().__init__(**kwargs)
+    self.split_files = {split: tuple(files) for split, files in split_files.items()}
+    self.heldout_fraction = heldout_fraction
+
+
+class JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Writes GSM8K-format JSON lines as tfds array_record splits, in file order.
+
+  Build it with `make_builder`, which names the config by a hash of the files' contents.
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  # The files' order is kept; grain shuffles at read time, by seed.
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description="GSM8K-format question/answer pairs read from local JSON-lines files.",
+      features=tfds.features.FeaturesDict(
+        {
+          "question": tfds.features.Text(),
+          "answer": tfds.features.Text(),
+          "final_answer": tfds.features.Text(),
+          "source": tfds.features.Text(),
+        }
+      ),
+      disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # Local files only.
+    config = self.builder_config
+    if config.heldout_fraction is None:
+      return {split: self._generate_examples(files) for split, files in config.split_files.items()}
+    files = config.split_files["train"]
+    return {
+      "train": self._generate_examples(files, heldout=False),
+      "heldout": self._generate_examples(files, heldout=True),
+    }
+
+  def _generate_examples(
+    self, files: Sequence[str], heldout: bool | None = None
+  ) -> Iterator[tuple[int, dict[str, str]]]:
+    key = 0
+    for path in files:
+      for row in _split_rows(read_rows(path), self.builder_config.heldout_fraction, heldout):
+        yield key, dataclasses.asdict(row)
+        key += 1
+
+
+def _split_rows(rows: list[Row], heldout_fraction: float | None, heldout: bool | None) -> list[Row]:
+  """All rows, or those on one side of the hash split of their questions."""
+  if heldout is None:
+    return rows
+  return [row for row in rows if example_lib.is_heldout(row.question, heldout_fraction) == heldout]
+
+
+def _fingerprint(split_files: Mapping[str, Sequence[str]], heldout_fraction: float | None) -> str:
+  """A short hash of the split names, each file's path (kept in `source`) and contents, and the
+  held-out share."""
+  digest = hashlib.sha256(f"heldout {heldout_fraction!r}\n".encode())
+  for split in sorted(split_files):
+    digest.update(f"split {split}\n".encode())
+    for path in split_files[split]:
+      data = pathlib.Path(path).read_bytes()
+      digest.update(f"file {path} {len(data)}\n".encode())
+      digest.update(data)
+  return digest.hexdigest()[:16]
+
+
+def make_builder(
+  split_files: Mapping[str, str | Sequence[str]],
+  *,
+  data_dir: str | pathlib.Path | None,
+  heldout_fraction: float | None = None,
+) -> JsonlBuilder:
+  """Validates the files and prepares them as array_record splits under `data_dir` (once).
+
+  Args:
+    split_files: split name (e.g. `"train"`, `"test"`) -> a JSON-lines file or several.
+    data_dir: where tfds keeps prepared datasets (None: tfds's default, `TFDS_DATA_DIR` or
+      `~/tensorflow_datasets`); a copy already there for the same inputs is reused.
+    heldout_fraction: None, or split the rows of `split_files["train"]` (its only entry) into
+      `train` and `heldout` by a hash of the question, this share held out. Equal questions
+      always land on the same side.
+
+  Returns:
+    The prepared builder; `builder.as_data_source(split)` reads a split.
+
+  Raises:
+    FileNotFoundError: a file is missing.
+    ValueError: a split has no files, a row is malformed (the message names `file:line`), or
+      the hash split leaves a side empty.
+  """
+  files = {
+    split: (paths,) if isinstance(paths, (str, pathlib.Path)) else tuple(paths)
+    for split, paths in split_files.items()
+  }
+  files = {split: tuple(str(p) for p in paths) for split, paths in files.items()}
+  rows = {}
+  for split, paths in files.items():
+    if not paths:
+      raise ValueError(f"split {split!r} has no files")
+    # Fail with file:line before tfds writes anything.
+    rows[split] = [row for path in paths for row in read_rows(path)]
+  if heldout_fraction is not None:
+    if set(files) != {"train"} or not 0.0 < heldout_fraction < 1.0:
+      raise ValueError(
+        "a hash split needs split_files with only 'train' and heldout_fraction in (0, 1), got "
+        f"{sorted(files)} and {heldout_fraction!r}"
+      )
+    held = len(_split_rows(rows["train"], heldout_fraction, heldout=True))
+    if not 0 < held < len(rows["train"]):
+      raise ValueError(
+        f"holding out {heldout_fraction} of {len(rows['train'])} rows leaves {held} held out "
+        "and the rest for training; one side is empty"
+      )
+  config = JsonlConfig(
+    name=f"sha{_fingerprint(files, heldout_fraction)}",
+    split_files=files,
+    heldout_fraction=heldout_fraction,
+  )
+  builder = JsonlBuilder(
+    config=config,
+    data_dir=None if data_dir is None else str(data_dir),
+    file_format="array_record",
+  )
+  builder.download_and_prepare()
+  return builder
+
+
+def _text(value: bytes | str) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _to_example(record: Mapping[str, bytes | str]) -> example_lib.Example:
+  return example_lib.Example(
+    prompt=_text(record["question"]),
+    answer=_text(record["final_answer"]),
+    solution=_text(record["answer"]),
+  )
+
+
+def dataset(builder: JsonlBuilder, split: str, *, seed: int | None) -> grain.MapDataset:
+  """A split as a grain `MapDataset` of `Example`s.
+
+  Args:
+    builder: a prepared builder from `make_builder`.
+    split: the split's name; tfds slicing such as `"train[:100]"` works too.
+    seed: shuffle with this seed, or None to keep file order.
+
+  Returns:
+    The dataset: random access (`ds[i]`), `len(ds)` and iteration.
+  """
+  ds = grain.MapDataset.source(builder.as_data_source(split))
+  if seed is not None:
+    ds = ds.shuffle(seed=seed)
+  return ds.map(_to_example)
+
+
+def _train_example(index: int, *, train: grain.MapDataset) -> example_lib.Example:
+  if index < 0:
+    raise ValueError(f"training example index must be non-negative, got {index}")
+  return train[index]
+
+
+def make_task(
+  train_files: str | Sequence[str],
+  *,
+  seed: int,
+  heldout_files: str | Sequence[str] | None = None,
+  heldout_size: int | None = None,
+  heldout_fraction: float = 0.1,
+  data_dir: str | pathlib.Path | None = None,
+) -> example_lib.Task:
+  """A GSM8K-format task with `verifiers.numeric_reward`.
+
+  Args:
+    train_files: JSON-lines file(s) for training.
+    seed: the training order's seed; each epoch is reshuffled.
+    heldout_files: JSON-lines file(s) for evaluation (e.g. GSM8K's `test.jsonl`); None holds
+      out `heldout_fraction` of the training rows instead, by a hash of the question, so they
+      never appear in training.
+    heldout_size: keep the first this many held-out rows (file order); None keeps them all.
+    heldout_fraction: the share held out when `heldout_files` is None.
+    data_dir: where the prepared array_record copy is kept; None: tfds's default.
+
+  Returns:
+    The task; `train(i)` cycles through the training rows, a new order each epoch, and
+    `heldout` is in file order.
+
+  Raises:
+    FileNotFoundError: a file is missing.
+    ValueError: a row is malformed (the message names `file:line`), or there are fewer than
+      `heldout_size` held-out rows.
+  """
+  if heldout_files is None:
+    builder = make_builder(
+      {"train": train_files}, data_dir=data_dir, heldout_fraction=heldout_fraction
+    )
+  else:
+    builder = make_builder({"train": train_files, "heldout": heldout_files}, data_dir=data_dir)
+  # Shuffle before repeat: every epoch gets its own order and epochs never mix.
+  train = dataset(builder, "train", seed=seed).repeat()
+  heldout = dataset(builder, "heldout", seed=None)
+  if heldout_size is not None:
+    if not 1 <= heldout_size <= len(heldout):
+      raise ValueError(f"heldout_size must be in [1, {len(heldout)}], got {heldout_size}")
+    heldout = heldout[:heldout_size]
+  return example_lib.Task(
+    name="gsm8k",
+    train=functools.partial(_train_example, train=train),
+    heldout=heldout,
+    reward_fn=verifiers.numeric_reward,
+  )

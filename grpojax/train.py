@@ -1,0 +1,232 @@
+"""The RL run, top to bottom: warm start, then rollout -> reward -> objective -> update, repeated.
+
+One global step counter covers the whole run: steps [0, W) are supervised warm-start steps on
+the task's reference solutions (W = `warm_start.steps`, 0 for a pretrained checkpoint), steps
+[W, W + R) are RL steps. Every step's randomness is `fold_in(seed, step)` and its data is the
+next slice of the task's deterministic example stream, whose position is checkpointed, so a run
+killed anywhere and resumed from its last checkpoint ends with the same parameters.
+"""
+
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from grpojax import checkpoint as checkpoint_lib
+from grpojax import metrics as metrics_lib
+from grpojax import models, objectives
+from grpojax.objectives import compose, masked
+from grpojax.rl import rollout, setup, steps
+
+
+_SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
+_RL_KEYS = ("reward/mean", "reward/accuracy", "loss", "entropy/mean", "response/length",
+            "objective/clip_frac_high", "objective/ppo_kl", "grad_norm", "time/step_s")
+
+
+class TrainState(NamedTuple):
+  """Everything a resumed run needs, as one checkpointable pytree."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  objective_state: Any
+  ref_params: Any
+  data_position: jax.Array
+
+
+def _optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """Global-norm clipping then AdamW on a warmup + (constant | cosine) schedule."""
+  warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+  if cfg.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(total_steps, 1),
+                                            end_value=cfg.learning_rate * cfg.final_lr_fraction)
+  else:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
+                               optax.constant_schedule(cfg.learning_rate)], [warmup])
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                     optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+
+
+def _concat_micro(fn, seqs, micro_rows):
+  """Applies `fn` to row slices of `seqs` and concatenates each output along rows."""
+  rows = seqs.tokens.shape[0]
+  outs = [fn(jax.tree.map(lambda x: x[i:i + micro_rows], seqs))
+          for i in range(0, rows, micro_rows)]
+  return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *outs,
+                      is_leaf=lambda x: x is None)
+
+
+def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
+  """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
+  ro, tr = config.rollout, config.train
+  p, g = ro.prompts_per_step, ro.samples_per_prompt
+  t0 = time.perf_counter()
+  ro_batch, position = rollout.sample_groups(run, fns.graphdef, state.params, config,
+                                             int(state.data_position), jax.random.fold_in(key, 0))
+  seqs = ro_batch.seqs
+  t1 = time.perf_counter()
+  old_lp, entropy = _concat_micro(lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
+  ref_lp = (_concat_micro(lambda s: fns.score(state.ref_params, s)[0], seqs, tr.microbatch_rows)
+            if use_ref else None)
+  mask = seqs.completion_mask
+  adv_pg = run.objective.advantages(jnp.asarray(ro_batch.rewards).reshape(p, g),
+                                    logprobs_bt=old_lp, mask_bt=mask)
+  n = mask.shape[1]
+  batch = objectives.LossBatch(
+    old_logprobs=old_lp, sampler_logprobs=ro_batch.sampler_logprobs, ref_logprobs=ref_lp,
+    advantages=jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape).astype(jnp.float32),
+    mask=mask, rewards=jnp.asarray(ro_batch.rewards), max_len=n)
+  t2 = time.perf_counter()
+  params, opt_state = state.params, state.opt_state
+  # Every micro-batch sees the step's incoming objective state (a fixed KL coefficient within
+  # the step, so the sums stay exact); the states they return are averaged.
+  obj_in = state.objective_state
+  per_micro, new_states, grad_norms, losses, all_finite = [], [], [], [], True
+  rows = p * g
+  mb_rows = rows // tr.minibatches
+  for epoch in range(tr.epochs):
+    for mb in range(tr.minibatches):
+      grad_sum, loss_sum, denom = None, 0.0, 0.0
+      for start in range(mb * mb_rows, (mb + 1) * mb_rows, tr.microbatch_rows):
+        sl = lambda x, start=start: x[start:start + tr.microbatch_rows]
+        micro_key = jax.random.fold_in(key, 1 + (epoch * tr.minibatches + mb) * rows + start)
+        gr, ls, dn, metrics, new_obj = fns.grad(params, jax.tree.map(sl, seqs),
+                                                jax.tree.map(sl, batch), obj_in, micro_key)
+        grad_sum = gr if grad_sum is None else jax.tree.map(jnp.add, grad_sum, gr)
+        loss_sum, denom = loss_sum + ls, denom + dn
+        per_micro.append(metrics)
+        new_states.append(new_obj)
+      params, opt_state, gnorm, finite = fns.update(params, opt_state, grad_sum, denom)
+      grad_norms.append(float(gnorm))
+      losses.append(float(loss_sum / jnp.maximum(denom, 1e-8)))
+      all_finite &= bool(finite)
+  stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)
+  merged_metrics, obj_state = compose.merge_micro_batches(stack(per_micro), stack(new_states))
+  t3 = time.perf_counter()
+  logs = dict(ro_batch.metrics)
+  logs.update({f"objective/{k}": float(v) for k, v in merged_metrics.items()})
+  logs["loss"] = float(np.mean(losses))
+  logs["grad_norm"] = float(np.mean(grad_norms))
+  logs["entropy/mean"] = float(masked.masked_mean(entropy, mask))
+  logs["mismatch/sampler_vs_trainer_abs_logprob"] = float(masked.masked_mean(
+    jnp.abs(old_lp - ro_batch.sampler_logprobs), mask))
+  logs["time/sample_s"], logs["time/score_s"], logs["time/learn_s"] = t1 - t0, t2 - t1, t3 - t2
+  logs["time/tokens_per_s"] = float(np.asarray(seqs.completion_mask).sum()) / max(t1 - t0, 1e-9)
+  state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         objective_state=obj_state,
+                         data_position=jnp.asarray(position, jnp.int32))
+  return state, logs, all_finite
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs (or resumes) the configured run in `workdir`.
+
+  Returns:
+    The final held-out evaluation metrics.
+  """
+  setup.validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  run = setup.build_run(config, workdir)
+  w, r = config.warm_start.steps, config.train.steps
+  sft_opt, rl_opt = _optimizer(config.warm_start, w), _optimizer(config.optim, r)
+  graphdef, params0 = nnx.split(run.model, nnx.Param)
+  use_ref = setup.needs_reference(config)
+
+  def init_state() -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params0,
+                      opt_state=(sft_opt if w > 0 else rl_opt).init(params0),
+                      objective_state=run.objective.init(),
+                      ref_params=params0 if use_ref else None,
+                      data_position=jnp.zeros((), jnp.int32))
+
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     max_to_keep=config.checkpoint.max_to_keep)
+  restored = ckpt.restore_latest_good(jax.eval_shape(init_state))
+  state, extra = (restored.state, restored.extra) if restored else (init_state(), {})
+  start = int(state.step)
+  if start:
+    print(f"resumed from step {start} in {workdir}", flush=True)
+  writer = metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None)
+  chunk = config.train.logprob_chunk
+  fns = steps.build(graphdef, run.objective, rl_opt, temperature=config.rollout.temperature,
+                    compute_entropy=True, seq_chunk=chunk, vocab_chunk=None)
+  sft_fns = steps.build(graphdef, run.objective, sft_opt, temperature=1.0,
+                        compute_entropy=False, seq_chunk=chunk, vocab_chunk=None)
+  seed_key = jax.random.key(config.seed)
+  eval_key = jax.random.fold_in(seed_key, 2**31 - 1)
+  warm_eval = extra.get("warm_start_eval")
+  bad_in_a_row = 0
+
+  def evaluate(tag: str, step: int) -> dict[str, float]:
+    res = rollout.evaluate(run, graphdef, state.params, config, eval_key)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()})
+    print(f"[eval: {tag}] " + metrics_lib.format_console_line(step, res), flush=True)
+    return res
+
+  if w == 0 and start == 0:
+    warm_eval = evaluate("initial policy", 0)
+  for step in range(start, w + r):
+    t0 = time.perf_counter()
+    key = jax.random.fold_in(seed_key, step)
+    if step < w:  # supervised warm start on the task's reference solutions
+      bs = config.warm_start.batch_size
+      seqs = rollout.sft_sequences(run, config, int(state.data_position), bs)
+      g, loss_sum, count = sft_fns.sft_grad(state.params, seqs)
+      params, opt_state, gnorm, finite = sft_fns.update(state.params, state.opt_state, g, count)
+      state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             data_position=state.data_position + bs)
+      logs = {"sft/nll": float(loss_sum / max(float(count), 1.0)),
+              "sft/grad_norm": float(gnorm)}
+      finite = bool(finite)
+      if step + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
+        state = state._replace(opt_state=rl_opt.init(state.params),
+                               ref_params=state.params if use_ref else None)
+    else:
+      state, logs, finite = _rl_step(run, config, fns, state, key, use_ref)
+    logs["time/step_s"] = time.perf_counter() - t0
+    if finite:
+      bad_in_a_row = 0
+    else:
+      bad_in_a_row += 1
+      logging.warning("step %d: non-finite gradient, update skipped (%d in a row): %s", step,
+                      bad_in_a_row, logs)
+      if bad_in_a_row >= config.train.max_bad_steps:
+        raise FloatingPointError(f"step {step}: {bad_in_a_row} consecutive non-finite "
+                                 f"gradients (train.max_bad_steps); last metrics: {logs}")
+    done = step + 1
+    if done % config.log_every == 0 or done == w + r:
+      writer.write_scalars(done, logs)
+      keys = _SFT_KEYS if step < w else [k for k in _RL_KEYS if k in logs]
+      print(metrics_lib.format_console_line(done, logs, keys=keys), flush=True)
+    if done == w:
+      warm_eval = evaluate("after warm start", done)
+    elif done > w and (done - w) % config.eval.every == 0 and done != w + r:
+      evaluate("during RL", done)
+    if done % config.checkpoint.every == 0 or done == w + r:
+      ckpt.save(done, state, {"warm_start_eval": warm_eval}, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+  final = evaluate("final", w + r)
+  # The trained policy as a Hugging Face checkpoint: loads in transformers and vLLM.
+  models.save_pretrained(nnx.merge(graphdef, state.params), os.path.join(workdir, "policy"),
+                         overwrite=True)
+  writer.flush()
+  metrics_lib.plot_curves(writer.history_path, os.path.join(workdir, "curves.png"), keys=[
+    "sft/nll", "reward/mean", "eval/greedy_accuracy", "eval/pass@" + str(config.eval.pass_k),
+    "entropy/mean", "response/length"])
+  writer.close()
+  k = config.eval.pass_k
+  warm = (warm_eval or {}).get("greedy_accuracy", float("nan"))
+  print(f"held-out accuracy: warm start {100 * warm:.1f}%, after RL "
+        f"{100 * final['greedy_accuracy']:.1f}%, pass@{k} {100 * final[f'pass@{k}']:.1f}%",
+        flush=True)
+  return final

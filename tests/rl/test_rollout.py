@@ -1,0 +1,86 @@
+"""Rollout assembly: DAPO dynamic sampling refills uninformative groups, shapes stay fixed."""
+
+import dataclasses
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from grpojax.rl import rollout, setup
+from grpojax.tasks import example as example_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(dynamic: bool):
+  sys.path.insert(0, REPO)
+  from configs import common
+
+  config = common.finish(common.base("dapo"), "local")
+  config.objective.dynamic_sampling.enabled = dynamic
+  config.objective.dynamic_sampling.max_num_gen_batches = 4
+  config.objective.overlong.enabled = False
+  config.rollout.prompts_per_step = 4
+  return config
+
+
+def _task():
+  """Even-indexed problems are 'decided' (every sample gets reward 1: no signal); odd ones
+  reward completions by their first character, so their groups are informative."""
+
+  def train(i):
+    kind = "decided" if i % 2 == 0 else "open"
+    return example_lib.Example(prompt=f"{i % 10}+1=", answer=kind, solution="1")
+
+  def reward(text, ex):
+    if ex.answer == "decided":
+      return 1.0
+    return float(len(text) > 0 and text[0] in "0123456789")
+
+  return example_lib.Task(name="fake", train=train, heldout=[train(1)], reward_fn=reward)
+
+
+@pytest.fixture(scope="module")
+def fake_run():
+  config = _config(dynamic=True)
+  run = setup.build_run(config)
+  return dataclasses.replace(run, task=_task())
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
+  config = _config(dynamic=True)
+  graphdef, params = nnx.split(fake_run.model, nnx.Param)
+  ro, position = rollout.sample_groups(fake_run, graphdef, params, config, 0, jax.random.key(0))
+  p, g = 4, config.rollout.samples_per_prompt
+  assert ro.seqs.tokens.shape[0] == p * g  # shape never changes
+  rewards_pg = ro.rewards.reshape(p, g)
+  spread = rewards_pg.max(axis=1) > rewards_pg.min(axis=1)
+  np.testing.assert_array_equal(spread, ro.informative)
+  # Informative groups come first; any filler group is uninformative and carries no loss.
+  mask = np.asarray(ro.seqs.completion_mask).reshape(p, g, -1)
+  for i in range(p):
+    assert (mask[i].sum() > 0) == bool(ro.informative[i])
+  assert list(ro.informative) == sorted(ro.informative, reverse=True)
+  batches = int(ro.metrics["rollout/generation_batches"])
+  assert position == batches * p  # every generated prompt is consumed from the stream
+  assert batches >= 2  # half the prompts are decided, so one batch cannot fill four groups
+
+
+def test_without_dynamic_sampling_one_batch_in_order(fake_run):
+  config = _config(dynamic=False)
+  graphdef, params = nnx.split(fake_run.model, nnx.Param)
+  ro, position = rollout.sample_groups(fake_run, graphdef, params, config, 0, jax.random.key(0))
+  assert position == 4 and ro.metrics["rollout/generation_batches"] == 1
+  decided = ro.rewards.reshape(4, -1)[[0, 2]]
+  assert (decided == 1.0).all()  # prompts 0 and 2 kept in place, uninformative
+  assert np.asarray(ro.seqs.completion_mask).sum() > 0
+
+
+def test_too_long_prompt_is_named(fake_run):
+  config = _config(dynamic=False)
+  ex = example_lib.Example(prompt="1" * 40, answer="1", solution="1")
+  with pytest.raises(ValueError, match="max_prompt_len"):
+    rollout.encode_prompts(fake_run, [ex], config.rollout.max_prompt_len, 0)
