@@ -15,8 +15,9 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.log_every = 10
   # Two-digit addition, generated in code; held-out problems never appear in training.
   c.task = ml_collections.ConfigDict(dict(
-    name="arithmetic", difficulty=2, operators="+", seed=0, heldout_size=256, data_path=""))
-  # "" = the built-in character tokenizer; else a local HF tokenizer directory.
+    name="arithmetic", difficulty=2, operators="+", seed=0, heldout_size=256, data_path="",
+    heldout_path=""))
+  # "" = the checkpoint's tokenizer, or the built-in character one for a random policy.
   c.tokenizer = ml_collections.ConfigDict(dict(path="", chat_template=False))
   # checkpoint "" = a random policy of the shape below; else a local HF checkpoint directory.
   c.model = ml_collections.ConfigDict(dict(

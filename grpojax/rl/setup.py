@@ -77,6 +77,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(ev.every >= 1, "eval.every", "must be >= 1")
   _check(1 <= ev.pass_k <= ev.samples, "eval.pass_k", f"must be in [1, eval.samples={ev.samples}]")
   _check(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+  _check(config.task.name != "gsm8k" or config.task.data_path, "task.data_path",
+         "the gsm8k task reads a local JSON-lines file: set task.data_path")
+  _check(not config.task.data_path or config.model.checkpoint or config.tokenizer.path,
+         "tokenizer.path", "a data file needs a real tokenizer: set model.checkpoint or "
+         "tokenizer.path (the character tokenizer only covers the built-in tasks)")
   _check(config.model.dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}")
   objective = objectives.make(config.objective)  # validates the objective, naming its fields
   _check(objective.config.surrogate.name != "flowrl", "objective.surrogate.name",
@@ -89,8 +94,10 @@ def needs_reference(config: ml_collections.ConfigDict) -> bool:
 
 
 def build_tokenizer(config: ml_collections.ConfigDict):
-  if config.tokenizer.path:
-    return tokenizers.load_tokenizer(config.tokenizer.path)
+  """`tokenizer.path`, else the checkpoint's own tokenizer, else the built-in character one."""
+  path = config.tokenizer.path or config.model.checkpoint
+  if path:
+    return tokenizers.load_tokenizer(path)
   return tokenizers.CharTokenizer(tokenizers.ARITHMETIC_ALPHABET)
 
 
@@ -115,8 +122,8 @@ def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
   A data file is prepared once into tfds array_record files under `data_dir`.
   """
   if t.data_path:
-    return gsm8k.make_task(t.data_path, seed=t.seed, heldout_size=t.heldout_size,
-                           data_dir=data_dir)
+    return gsm8k.make_task(t.data_path, seed=t.seed, heldout_files=t.heldout_path or None,
+                           heldout_size=t.heldout_size, data_dir=data_dir)
   return tasks.make_task(t.name, difficulty=t.difficulty, seed=t.seed,
                          heldout_size=t.heldout_size, operators=t.operators)
 

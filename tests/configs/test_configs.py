@@ -24,6 +24,11 @@ def _load(path):
 @pytest.mark.parametrize("arg", [None, "local"])
 def test_config_builds_and_validates(path, arg):
   config = _load(path).get_config(arg)
+  if config.task.name == "gsm8k":
+    with pytest.raises(ValueError, match=r"task\.data_path"):
+      setup.validate_config(config)
+    config.task.data_path = "train.jsonl"  # validation reads no files
+    config.model.checkpoint = "checkpoint_dir"
   if config.objective.recipe == "flowrl":
     with pytest.raises(ValueError, match="log Z"):
       setup.validate_config(config)
