@@ -95,7 +95,9 @@ def needs_reference(config: ml_collections.ConfigDict) -> bool:
 
 def build_tokenizer(config: ml_collections.ConfigDict):
   """`tokenizer.path`, else the checkpoint's own tokenizer, else the built-in character one."""
-  path = config.tokenizer.path or config.model.checkpoint
+  ckpt = config.model.checkpoint
+  path = config.tokenizer.path or (
+    ckpt if ckpt and os.path.exists(os.path.join(ckpt, tokenizers.TOKENIZER_FILE)) else "")
   if path:
     return tokenizers.load_tokenizer(path)
   return tokenizers.CharTokenizer(tokenizers.ARITHMETIC_ALPHABET)
