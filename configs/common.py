@@ -31,14 +31,14 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.objective.overlong.max_len = c.rollout.max_new_tokens
   c.objective.overlong.cache = 2
   c.optim = ml_collections.ConfigDict(dict(
-    learning_rate=1e-4, warmup_steps=10, schedule="cosine", final_lr_fraction=0.1,
+    learning_rate=1.5e-4, warmup_steps=10, schedule="cosine", final_lr_fraction=0.1,
     b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
   # Supervised steps on reference solutions before RL (0 for a pretrained checkpoint).
   c.warm_start = ml_collections.ConfigDict(dict(
     steps=500, batch_size=64, learning_rate=1e-3, warmup_steps=50, schedule="constant",
     final_lr_fraction=1.0, b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
   c.train = ml_collections.ConfigDict(dict(
-    steps=200, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024,
+    steps=300, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024,
     max_bad_steps=3))
   c.eval = ml_collections.ConfigDict(dict(
     every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8))

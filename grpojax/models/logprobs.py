@@ -30,13 +30,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Defaults tuned on a 2-core CPU for Qwen2-0.5B shapes (D 896, V 151,936, 8,192 tokens, fp32,
-# forward + backward): see experiments/bench_logprobs.py for the measurements.
-DEFAULT_SEQ_CHUNK = 1024
-DEFAULT_VOCAB_CHUNK = None
+# Tuned on a 2-core CPU for Qwen2-0.5B's head (D 896, V 151,936; 8,192 tokens, float32, value and
+# gradient): [8192, 4096] logit blocks. Measurements in experiments/bench_logprobs.py's docstring.
+DEFAULT_SEQ_CHUNK = 8192
+DEFAULT_VOCAB_CHUNK = 4096
 
 
-def logprobs_from_logits(logits_btv, targets_bt, temperature=1.0):
+def logprobs_from_logits(
+  logits_btv: jax.Array, targets_bt: jax.Array, temperature: float | jax.Array = 1.0
+) -> jax.Array:
   """Log-probabilities of `targets_bt` under `softmax(logits_btv / temperature)`, naively.
 
   Holds the full float32 logits: meant for small vocabularies, tests and single decode steps.
@@ -53,7 +55,7 @@ def logprobs_from_logits(logits_btv, targets_bt, temperature=1.0):
   return jnp.take_along_axis(logp_btv, targets_bt[..., None], axis=-1)[..., 0]
 
 
-def entropy_from_logits(logits_btv, temperature=1.0):
+def entropy_from_logits(logits_btv: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
   """Entropy `−Σ_v π_v log π_v` of `softmax(logits_btv / temperature)`, naively.
 
   Args:
@@ -102,8 +104,8 @@ def _validate(hidden_btd, unembed_dv, targets_bt, temperature, seq_chunk, vocab_
       raise ValueError(f"temperature must be a scalar > 0; got {temperature!r}.")
 
 
-def _block_stats(h_sd, u_dw, y_s, offset, vocab_size, temperature, logit_dtype, masked):
-  """Shifted softmax statistics of one [S, W] block of logits (columns offset..offset+W).
+def _block_stats(h_sd, u_dw, y_s, start, temperature, logit_dtype):
+  """Shifted softmax statistics of one [S, W] block of logits (vocabulary start..start+W).
 
   Returns:
     (m_s, s_s, w_s, target_logit_s): the block's maximum (no gradient), Σ e, Σ e·(z − m) with
@@ -112,22 +114,12 @@ def _block_stats(h_sd, u_dw, y_s, offset, vocab_size, temperature, logit_dtype, 
   # 2-D [S, D] @ [D, W]: the layout XLA's CPU backend differentiates fastest (FACTS).
   z_sw = lax.dot_general(h_sd, u_dw, (((1,), (0,)), ((), ())), preferred_element_type=logit_dtype)
   z_sw = z_sw.astype(jnp.float32) / temperature
-  vocab_w = offset + lax.broadcasted_iota(jnp.int32, (1, z_sw.shape[1]), 1)
-  if masked:
-    valid_w = vocab_w < vocab_size
-    m_s = jnp.max(jnp.where(valid_w, z_sw, -jnp.inf), axis=-1)
-  else:
-    m_s = jnp.max(z_sw, axis=-1)
-  m_s = lax.stop_gradient(m_s)
+  m_s = lax.stop_gradient(jnp.max(z_sw, axis=-1))
   d_sw = z_sw - m_s[:, None]
   e_sw = jnp.exp(d_sw)
-  ed_sw = e_sw * d_sw
-  if masked:
-    # Padding columns are finite (zero columns of U), so where() leaks no NaN into gradients.
-    e_sw = jnp.where(valid_w, e_sw, 0.0)
-    ed_sw = jnp.where(valid_w, ed_sw, 0.0)
+  vocab_w = start + lax.broadcasted_iota(jnp.int32, (1, z_sw.shape[1]), 1)
   target_s = jnp.sum(jnp.where(vocab_w == y_s[:, None], z_sw, 0.0), axis=-1)
-  return m_s, jnp.sum(e_sw, axis=-1), jnp.sum(ed_sw, axis=-1), target_s
+  return m_s, jnp.sum(e_sw, axis=-1), jnp.sum(e_sw * d_sw, axis=-1), target_s
 
 
 def _merge(acc, blk):
@@ -144,43 +136,44 @@ def _merge(acc, blk):
   return m, s, w, t_a + t_b
 
 
-def _chunk_outputs(h_sd, y_s, unembed, *, vocab_size, vocab_chunk, temperature, logit_dtype,
-                   compute_entropy):
+def _chunk_outputs(
+  h_sd, y_s, unembed_dv, *, vocab_size, vocab_chunk, temperature, logit_dtype, compute_entropy
+):
   """log π(y) and entropy for one chunk of S tokens.
 
   Args:
     h_sd: hidden states [S, D].
     y_s: targets [S].
-    unembed: [D, V] when `vocab_chunk` is None, else vocabulary blocks [K, D, W].
-    vocab_size: V (the blocks may be zero-padded past it).
-    vocab_chunk: W, or None for one block of the whole vocabulary.
+    unembed_dv: [D, V].
+    vocab_size: V.
+    vocab_chunk: W < V, or None for one block of the whole vocabulary.
     temperature, logit_dtype, compute_entropy: as in `token_logprobs_and_entropy`.
 
   Returns:
     (logprobs_s, entropy_s or None), float32.
   """
   if vocab_chunk is None:
-    m_s, s_s, w_s, t_s = _block_stats(
-      h_sd, unembed, y_s, 0, vocab_size, temperature, logit_dtype, masked=False
-    )
+    m_s, s_s, w_s, t_s = _block_stats(h_sd, unembed_dv, y_s, 0, temperature, logit_dtype)
   else:
-    num_blocks, _, width = unembed.shape
-    masked = num_blocks * width != vocab_size
-    block_fn = functools.partial(
-      _block_stats, vocab_size=vocab_size, temperature=temperature, logit_dtype=logit_dtype,
-      masked=masked,
-    )
+    num_full, rest = divmod(vocab_size, vocab_chunk)
 
-    # Remat the block so the backward pass of this scan keeps [S]-sized carries, not logits.
-    @jax.checkpoint
-    def body(acc, xs):
-      u_dw, offset = xs
-      return _merge(acc, block_fn(h_sd, u_dw, y_s, offset)), None
+    def merge_block(acc, start, width):
+      u_dw = lax.dynamic_slice_in_dim(unembed_dv, start, width, axis=1)
+      return _merge(acc, _block_stats(h_sd, u_dw, y_s, start, temperature, logit_dtype))
+
+    # Remat each block, slicing inside, so the backward pass keeps only [S]-sized carries per
+    # block. (A [K, D, W] copy of U as scan input would also stack its cotangent; the slice's
+    # cotangent is added into dU in place.)
+    def body(acc, start):
+      return jax.checkpoint(merge_block, static_argnums=(2,))(acc, start, vocab_chunk), None
 
     zeros_s = jnp.zeros(y_s.shape, jnp.float32)
-    init = (jnp.full(y_s.shape, -jnp.inf, jnp.float32), zeros_s, zeros_s, zeros_s)
-    offsets_k = jnp.arange(num_blocks, dtype=jnp.int32) * width
-    (m_s, s_s, w_s, t_s), _ = lax.scan(body, init, (unembed, offsets_k))
+    acc = (jnp.full(y_s.shape, -jnp.inf, jnp.float32), zeros_s, zeros_s, zeros_s)
+    starts_k = jnp.arange(num_full, dtype=jnp.int32) * vocab_chunk
+    acc, _ = lax.scan(body, acc, starts_k)
+    if rest:  # The narrower last block, sliced at a static offset: no padding or masking.
+      acc = jax.checkpoint(merge_block, static_argnums=(1, 2))(acc, num_full * vocab_chunk, rest)
+    m_s, s_s, w_s, t_s = acc
   log_s = jnp.log(s_s)
   logprobs_s = t_s - (m_s + log_s)
   entropy_s = log_s - w_s / s_s if compute_entropy else None
@@ -188,24 +181,32 @@ def _chunk_outputs(h_sd, y_s, unembed, *, vocab_size, vocab_chunk, temperature, 
 
 
 def token_logprobs_and_entropy(
-  hidden_btd,
-  unembed_dv,
-  targets_bt,
+  hidden_btd: jax.Array,
+  unembed_dv: jax.Array,
+  targets_bt: jax.Array,
   *,
-  temperature=1.0,
-  seq_chunk=DEFAULT_SEQ_CHUNK,
-  vocab_chunk=DEFAULT_VOCAB_CHUNK,
-  compute_entropy=True,
-  logit_dtype=jnp.float32,
-):
+  temperature: float | jax.Array = 1.0,
+  seq_chunk: int = DEFAULT_SEQ_CHUNK,
+  vocab_chunk: int | None = DEFAULT_VOCAB_CHUNK,
+  compute_entropy: bool = True,
+  logit_dtype: jnp.dtype = jnp.float32,
+) -> tuple[jax.Array, jax.Array | None]:
   """Per-token log π(y_t) and entropy of softmax(h_t·U / τ), chunked to bound memory.
 
   Equivalent to `logprobs_from_logits(h @ U, y, τ)` and `entropy_from_logits(h @ U, τ)` but never
   holds more than a `[seq_chunk, vocab_chunk or V]` block of logits, in the forward or the
-  backward pass (chunk logits are recomputed there). Gradients flow to `hidden_btd` and
-  `unembed_dv`. The B·T tokens are flattened and split into chunks of `seq_chunk` (the last one
-  zero-padded); with `vocab_chunk` each chunk also walks the vocabulary in blocks with an online
-  log-sum-exp (see the module docstring). Jittable; chunk sizes are static.
+  backward pass (chunk logits are recomputed there: one extra logits matmul per step). Gradients
+  flow to `hidden_btd` and `unembed_dv` (and to `temperature` when it is an array). The B·T tokens
+  are flattened and split into chunks of `seq_chunk` (the last one zero-padded); with
+  `vocab_chunk` each chunk also walks the vocabulary in blocks with an online log-sum-exp (see
+  the module docstring). Jittable; chunk sizes are static.
+
+  Memory of value-and-grad beyond its inputs and outputs: a few float32 `[S, W]` blocks
+  (S = min(`seq_chunk`, B·T), W = `vocab_chunk` or V) and, when B·T > `seq_chunk`, one `[D, V]`
+  partial gradient of the unembedding, which the backward pass adds into dU once per token
+  chunk (3·D·V floats of memory traffic each time). Hence the defaults: one large token chunk
+  that walks the vocabulary in blocks ("vocabulary-major"), so dU is written block by block in
+  place; experiments/bench_logprobs.py measures them against the naive computation.
 
   Args:
     hidden_btd: last-layer hidden states [B, T, D] (after the final norm), any float dtype.
@@ -228,6 +229,9 @@ def token_logprobs_and_entropy(
   batch, length, dim = hidden_btd.shape
   vocab_size = unembed_dv.shape[1]
   num_tokens = batch * length
+  if num_tokens == 0:
+    empty_bt = jnp.zeros((batch, length), jnp.float32)
+    return empty_bt, (empty_bt if compute_entropy else None)
   chunk = min(seq_chunk, num_tokens)
   num_chunks = -(-num_tokens // chunk)
   pad_n = num_chunks * chunk - num_tokens
@@ -240,28 +244,35 @@ def token_logprobs_and_entropy(
   hidden_csd = hidden_nd.reshape(num_chunks, chunk, dim)
   targets_cs = targets_n.reshape(num_chunks, chunk)
 
-  if vocab_chunk is None or vocab_chunk >= vocab_size:
+  if vocab_chunk is not None and vocab_chunk >= vocab_size:
     vocab_chunk = None
-    unembed = unembed_dv
-  else:
-    num_blocks = -(-vocab_size // vocab_chunk)
-    pad_v = num_blocks * vocab_chunk - vocab_size
-    unembed = jnp.pad(unembed_dv, ((0, 0), (0, pad_v))) if pad_v else unembed_dv
-    unembed = unembed.reshape(dim, num_blocks, vocab_chunk).transpose(1, 0, 2)  # [K, D, W]
 
   chunk_fn = functools.partial(
-    _chunk_outputs, vocab_size=vocab_size, vocab_chunk=vocab_chunk, temperature=temperature,
-    logit_dtype=logit_dtype, compute_entropy=compute_entropy,
+    _chunk_outputs,
+    vocab_size=vocab_size,
+    vocab_chunk=vocab_chunk,
+    temperature=temperature,
+    logit_dtype=logit_dtype,
+    compute_entropy=compute_entropy,
   )
   if vocab_chunk is None:
     # Remat the chunk: its backward recomputes the [S, V] logits instead of storing them.
+    # (With vocabulary blocks the blocks are remat'd instead; remat of the chunk on top would
+    # recompute every block's logits twice.)
     chunk_fn = jax.checkpoint(chunk_fn)
 
-  def body(_, xs):
-    h_sd, y_s = xs
-    return None, chunk_fn(h_sd, y_s, unembed)
+  if num_chunks == 1:
+    # No loop: saves the per-chunk [D, V] partial of dU that the loop's backward adds up.
+    logprobs_s, entropy_s = chunk_fn(hidden_csd[0], targets_cs[0], unembed_dv)
+    logprobs_cs = logprobs_s[None]
+    entropy_cs = None if entropy_s is None else entropy_s[None]
+  else:
 
-  _, (logprobs_cs, entropy_cs) = lax.scan(body, None, (hidden_csd, targets_cs))
+    def body(_, xs):
+      h_sd, y_s = xs
+      return None, chunk_fn(h_sd, y_s, unembed_dv)
+
+    _, (logprobs_cs, entropy_cs) = lax.scan(body, None, (hidden_csd, targets_cs))
   logprobs_bt = logprobs_cs.reshape(-1)[:num_tokens].reshape(batch, length)
   if not compute_entropy:
     return logprobs_bt, None
