@@ -173,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   if w == 0 and start == 0:
     warm_eval = evaluate("initial policy", 0)
-  for step in range(start, w + r):
+  for step in metrics_lib.progress(range(start, w + r), "train"):
     t0 = time.perf_counter()
     key = jax.random.fold_in(seed_key, step)
     if step < w:  # supervised warm start on the task's reference solutions

@@ -80,3 +80,21 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
   assert len(leaves_a) == len(leaves_b)
   for a, b in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
+  config = _local_config()
+  config.train.steps = 5
+  config.train.max_bad_steps = 2
+  real_step = train._rl_step
+  seen = []
+
+  def non_finite_step(*args, **kwargs):
+    state, logs, _ = real_step(*args, **kwargs)
+    seen.append(int(state.step))
+    return state, logs, False  # as if the gradient norm were NaN
+
+  monkeypatch.setattr(train, "_rl_step", non_finite_step)
+  with pytest.raises(FloatingPointError, match=r"step 3: 2 consecutive non-finite"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert seen == [3, 4]  # warm-start steps 0-1, then RL steps 2 and 3
