@@ -111,7 +111,7 @@ def _block_stats(h_sd, u_dw, y_s, start, temperature, logit_dtype):
     (m_s, s_s, w_s, target_logit_s): the block's maximum (no gradient), Σ e, Σ e·(z − m) with
     e = exp(z − m), and the target's logit where it falls inside the block (else 0).
   """
-  # 2-D [S, D] @ [D, W]: the layout XLA's CPU backend differentiates fastest (FACTS).
+  # 2-D [S, D] @ [D, W]: the layout XLA's CPU backend differentiates fastest.
   z_sw = lax.dot_general(h_sd, u_dw, (((1,), (0,)), ((), ())), preferred_element_type=logit_dtype)
   z_sw = z_sw.astype(jnp.float32) / temperature
   m_s = lax.stop_gradient(jnp.max(z_sw, axis=-1))

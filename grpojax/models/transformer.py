@@ -9,7 +9,7 @@ The attribute names mirror Hugging Face's module names so that a parameter path 
 
 The key/value cache stores K transposed, `[B, K, H, S]`, and V as `[B, K, S, H]`, written in place
 with `dynamic_update_slice`; on CPU this layout made grouped decode attention the fastest of the
-layouts measured (see FACTS). The same attention code serves training (no cache), prefill and
+layouts measured. The same attention code serves training (no cache), prefill and
 decode, so that sampler and trainer compute the same function.
 """
 
@@ -47,7 +47,7 @@ class Dense(nnx.Module):
   """y = x @ kernel (+ bias), computed as one 2-D matmul.
 
   Flattening leading axes to a 2-D `[B·T, D] @ [D, F]` product lets XLA's CPU backend avoid
-  physical transposes in the weight-gradient matmuls (1.3-1.4x faster training steps, FACTS).
+  physical transposes in the weight-gradient matmuls (1.3-1.4x faster training steps).
   """
 
   def __init__(self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype,

@@ -15,7 +15,7 @@ share these conventions (choices of grpojax, pinned by tests):
 * `eps` is added to the standard deviation, `(r - mean) / (std + eps)`, as in verl and tunix;
   `eps=0` is allowed because zero-variance groups are caught exactly, before any division.
 * Standard deviations use `ddof=1` (Bessel) by default, the verl / tunix / TRL / AReaL choice;
-  `ddof=0` gives maxtext's `jnp.std`. PEERS.md lists the disagreement.
+  `ddof=0` gives maxtext's `jnp.std`.
 
 Hyper-parameters are keyword-only and checked eagerly (in Python, at trace time); a bad value
 raises ValueError naming the argument.
@@ -462,7 +462,7 @@ def progrpo_arm_advantages(
     A~_i = A_i                                  if no sample of the group is correct
     A~_i = A_i + alpha * (c(q) - c(o_i | q))    otherwise
 
-  with A_i the GRPO z-score. METHODS.md marks the confidences as unverified; this is our reading:
+  with A_i the GRPO z-score. The paper's confidences are not fully specified; this is our reading:
 
   * c(o_i | q) = mean of log pi(o_t) over T_low, the ceil(f * |o_i|) lowest-probability response
     tokens (`low_prob_token_mask`, f = `low_prob_fraction`, ~0.2 in the paper).

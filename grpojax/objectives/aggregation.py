@@ -4,9 +4,9 @@ A per-token loss `loss_bt` [B, T] with a 0/1 mask `mask_bt` [B, T] is reduced to
 Summing the pairs of any split of the batch into micro-batches (or hosts) and dividing once,
 `finalize(Σ_k sum_k, Σ_k denom_k)`, gives exactly the full-batch value. That is why no mode ever
 divides inside a micro-batch by a quantity that depends on the other micro-batches (the bug class
-behind per-micro-batch token means; see PEERS §2 and §8).
+behind per-micro-batch token means).
 
-Modes (names follow verl's `loss_agg_mode` with `_` for `-`; PEERS §2):
+Modes (names follow verl's `loss_agg_mode` with `_` for `-`):
 
 | mode                      | loss_sum                         | denominator          |
 |---------------------------|----------------------------------|----------------------|
@@ -22,7 +22,7 @@ Modes (names follow verl's `loss_agg_mode` with `_` for `-`; PEERS §2):
   budget `generate_max_length`). This is the TRL `dr_grpo` / SkyRL `seq_mean_token_sum_norm`
   reading, Σ / (N · L_max). verl's mode of the same name divides a micro-batch Σ by L_max only,
   i.e. it is N times larger; tunix's `sequence-mean-token-sum-norm` divides by the batch size.
-  We follow TRL/SkyRL/tunix-`sequence-mean-token-scale` (PEERS §8), which is the one that makes
+  We follow TRL/SkyRL/tunix-`sequence-mean-token-scale`, which is the one that makes
   the gradient scale independent of the batch size.
 
 A "valid" sequence is a row with at least one set mask entry. All-padding rows (added to fill a

@@ -113,7 +113,7 @@ ADVANTAGES = {
   ),
   "seeupo": Piece(advantages.seeupo_advantages, {"clip": 3.0, "eps": 1e-6, "ddof": 1}),
   "oapl": Piece(advantages.oapl_advantages, {"beta1": 1.0}),
-  # The paper's α is unknown (METHODS §10); 0.1 is our guess, see the recipes README.
+  # The paper's α is unknown; 0.1 is our guess, see the recipes README.
   "progrpo": Piece(
     advantages.progrpo_arm_advantages,
     {

@@ -4,7 +4,7 @@ The sampler (vLLM-like engine) and the trainer compute different log-probabiliti
 sampled tokens. With logπ_old the trainer's recomputed pre-update logprobs and logπ_samp the
 sampler's, the per-token log-ratio and ratio are
 
-  δ_t = logπ_old(y_t) − logπ_samp(y_t),   ρ_t = exp(δ_t)   (PEERS §3.4).
+  δ_t = logπ_old(y_t) − logπ_samp(y_t),   ρ_t = exp(δ_t).
 
 Granularity (`level`):
   token:    ρ_t = exp(clip(δ_t, ±C)),  C = `log_ratio_clip` = 20 (verl, tunix).

@@ -3,7 +3,7 @@
 A recipe is a choice of pieces and hyper-parameters for the chain in `compose` (advantage ->
 correction -> token filter -> surrogate -> KL / entropy -> aggregation), plus the sampler/data
 settings the trainer reads (DAPO's dynamic sampling and overlong shaping). The defaults are the
-papers' (METHODS.md); where a source is uncertain the choice is ours and README.md says so.
+papers'; where a source is uncertain the choice is ours and README.md says so.
 
 Config schema (`default_config(recipe)` returns it with every field filled):
 
@@ -56,12 +56,12 @@ INF = compose.INF
 NONE = compose.NONE
 
 _DYNAMIC_SAMPLING = {"enabled": False, "oversample_factor": 3.0, "max_num_gen_batches": 10}
-# DAPO's 32B recipe: L_max = 20480, L_cache = 4096, penalty factor 1.0 (METHODS §3).
+# DAPO's 32B recipe: L_max = 20480, L_cache = 4096, penalty factor 1.0.
 _OVERLONG = {"enabled": False, "max_len": 20480, "cache": 4096, "penalty_factor": 1.0}
 
 # Each recipe gives every stage's piece name; listed hyper-parameters override the piece's
 # registry defaults (they are written out even where equal, so the paper's values are visible).
-# Comments cite METHODS.md sections; [ours] marks a choice no source settles (see README.md).
+# [ours] marks a choice no source settles (see README.md).
 _RECIPES: dict[str, dict[str, Any]] = {
   # DeepSeekMath, arXiv 2402.03300 (§1): z-score (verl: ddof 1, eps 1e-6), clip 0.2 [community
   # default], β = 0.04 k3 in the loss, (1/G) Σ_i (1/|o_i|) Σ_t.
@@ -173,13 +173,13 @@ _RECIPES: dict[str, dict[str, Any]] = {
     },
     "aggregation": "token_mean",
   },
-  # GMPO, arXiv 2507.20673 (PEERS §3.6, verl geo_mean): log-space clip 0.4, mean_i L_i.
+  # GMPO, arXiv 2507.20673 (verl geo_mean): log-space clip 0.4, mean_i L_i.
   "gmpo": {
     "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
     "surrogate": {"name": "gmpo", "epsilon_low": 0.4, "epsilon_high": 0.4},
     "aggregation": "seq_mean_token_mean",
   },
-  # Clip-Cov, arXiv 2505.22617 (PEERS §3.5, verl defaults): ratio 2e-4, band (1, 5), clip 0.2.
+  # Clip-Cov, arXiv 2505.22617 (verl defaults): ratio 2e-4, band (1, 5), clip 0.2.
   "clip_cov": {
     "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
     "surrogate": {
@@ -192,7 +192,7 @@ _RECIPES: dict[str, dict[str, Any]] = {
     },
     "aggregation": "token_mean",
   },
-  # KL-Cov, arXiv 2505.22617 (PEERS §3.5): top 2e-4 by covariance get |Δ| with coefficient 1.0
+  # KL-Cov, arXiv 2505.22617: top 2e-4 by covariance get |Δ| with coefficient 1.0
   # (verl's code fallback; its actor.yaml says 0.1), no ratio clip.
   "kl_cov": {
     "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},

@@ -23,7 +23,7 @@ def oapl_loss(
   *,
   beta2=1e-3,
 ):
-  """OAPL squared regression (arXiv 2602.19362; official code, METHODS §20).
+  """OAPL squared regression (arXiv 2602.19362; official code).
 
     S_i = Σ_t m_t (logπ_θ(y_t) − logπ_lag(y_t))     (token SUM, no length normalisation),
     L_i = (β2 · S_i − (r_i − V̂*(x_i)))²,
@@ -76,7 +76,7 @@ def flowrl_loss(
   beta=15.0,
   is_weight_clip=None,
 ):
-  """FlowRL trajectory-balance loss (arXiv 2509.15207; official code, METHODS §26).
+  """FlowRL trajectory-balance loss (arXiv 2509.15207; official code).
 
     δ_i = log Z_φ(x_i) + (1/|y_i|) Σ_t m_t logπ_θ(y_t) − β r̂_i − (1/|y_i|) Σ_t m_t logπ_ref(y_t),
     r̂_i = (1/|y_i|) Σ_t m_t Â_t        (the GRPO advantage used as the log-reward),

@@ -10,7 +10,7 @@ logπ_ref(y_t) and y_t ~ π_θ:
   k2 = ½ δ²
   k3 = exp(−δ) + δ − 1 = π_ref/π_θ − log(π_ref/π_θ) − 1 ≥ 0    ("low_var_kl")
 
-Clamps (verl `kl_penalty_forward`, PEERS §3.6 / §8, METHODS §1): for k3 only, −δ is clamped to
+Clamps (verl `kl_penalty_forward` / §8, the paper): for k3 only, −δ is clamped to
 [−`log_ratio_clip`, `log_ratio_clip`] = [−20, 20] before the exp, and the result to
 [−`k3_clip`, `k3_clip`] = [−10, 10] (k3 ≥ 0, so in effect min(k3, 10)). k1 and k2 are polynomial
 in δ, cannot overflow, and are left unclamped, as in verl. Inside a clamp the gradient is 0.

@@ -3,7 +3,7 @@
 - STAPO (arXiv 2602.15620) drops "spurious" tokens (positive advantage, low probability, low
   entropy) from the loss and renormalises over the rest. The piece is `stapo_mask`, a pure
   function returning the new 0/1 mask; `stapo` is the convenience recipe mask → PPO-clip.
-- Clip-Cov and KL-Cov (arXiv 2505.22617, verl `clip_cov` / `kl_cov`, PEERS §3.5) pick tokens whose
+- Clip-Cov and KL-Cov (arXiv 2505.22617, verl `clip_cov` / `kl_cov`) pick tokens whose
   centred covariance (Â − mean Â)(logπ − mean logπ) is high and detach them (Clip-Cov, random
   pick inside a covariance band) or add |Δ| to them (KL-Cov, top-k).
 
@@ -77,7 +77,7 @@ def stapo_mask(
   entropy_threshold=None,
   entropy_quantile=0.05,
 ):
-  """STAPO's S2T mask: drop spurious tokens (arXiv 2602.15620; METHODS §9).
+  """STAPO's S2T mask: drop spurious tokens (arXiv 2602.15620).
 
     spurious_t = m_t ∧ (Â_t > 0) ∧ (π(y_t) < τ_p) ∧ (H_t < τ_h),   keep_t = m_t ∧ ¬spurious_t,
 
@@ -221,7 +221,7 @@ def clip_cov(
   clip_cov_lb=1.0,
   clip_cov_ub=5.0,
 ):
-  """Clip-Cov (arXiv 2505.22617; verl `compute_policy_loss_clip_cov`, PEERS §3.5).
+  """Clip-Cov (arXiv 2505.22617; verl `compute_policy_loss_clip_cov`).
 
     r_t = exp(clip(Δ_t, ±20)),  ℓ⁰_t = max(−Â_t r_t, −Â_t clip(r_t, 1 − ε_low, 1 + ε_high)),
     cov_t = (Â_t − mean Â)(logπ_t − mean logπ)   (means over valid tokens, stop-gradient),
@@ -298,7 +298,7 @@ def kl_cov(
   kl_cov_ratio=2e-4,
   kl_coef=1.0,
 ):
-  """KL-Cov (arXiv 2505.22617; verl `compute_policy_loss_kl_cov`, PEERS §3.5).
+  """KL-Cov (arXiv 2505.22617; verl `compute_policy_loss_kl_cov`).
 
     r_t = exp(clip(Δ_t, ±20)),
     cov_t = (Â_t − mean Â)(logπ_t − mean logπ)   (means over valid tokens, stop-gradient),

@@ -29,7 +29,7 @@ def sapo(
   tau_pos=1.0,
   tau_neg=1.05,
 ):
-  """SAPO soft gate (Soft Adaptive Policy Optimization, Qwen, arXiv 2511.20347; METHODS §6).
+  """SAPO soft gate (Soft Adaptive Policy Optimization, Qwen, arXiv 2511.20347).
 
     r_t = exp(clip(Δ_t, ±20)),  τ_t = τ_pos if Â_t > 0 else τ_neg,
     f(r) = σ(τ (r − 1)) · 4/τ,   ℓ_t = −f(r_t) Â_t.
@@ -105,18 +105,18 @@ def cispo(
   epsilon_high=0.2,
   bound="relative",
 ):
-  """CISPO, clipped IS-weight policy optimisation (MiniMax-M1, arXiv 2506.13585; METHODS §7).
+  """CISPO, clipped IS-weight policy optimisation (MiniMax-M1, arXiv 2506.13585).
 
     r_t = exp(clip(Δ_t, ±20)),  r̂_t = clip(r_t, low, high),
     ℓ_t = −sg(r̂_t) · Â_t · logπ_θ(y_t)      (every token keeps a gradient: −sg(r̂_t) Â_t).
 
-  Bounds (PEERS §3.3):
+  Bounds:
     bound="relative" (verl, slime):  low = 1 − ε_low, high = 1 + ε_high;
     bound="absolute" (TRL `cispo`, SkyRL tinker):  low = ε_low, high = ε_high (the cap ε_max;
       TRL/ScaleRL recommend 5.0); the bounds must contain 1.
   `epsilon_low=None` removes the lower bound in both modes: the paper effectively drops it and
   tunes only ε_high (verl's example sets clip_ratio_low = 10 for the same effect). The default
-  ε_high = 0.2 is verl's example; MiniMax-M1's own value is not confirmed (METHODS §7).
+  ε_high = 0.2 is verl's example; MiniMax-M1's own value is not confirmed.
 
   Args:
     logprobs: logπ_θ [B, T].
@@ -207,7 +207,7 @@ def maspo(
   beta_pos=0.03,
   beta_neg=0.03,
 ):
-  """MASPO mass-adaptive soft Gaussian gate (arXiv 2602.17550; official code, METHODS §8).
+  """MASPO mass-adaptive soft Gaussian gate (arXiv 2602.17550; official code).
 
     ρ_t = exp(clip(Δ_t, ±20)),  p_old = exp(logπ_old),
     m_t = clip(σ_base / p_old^α, σ_base, σ_high)                      (mass-adaptive limiter)
@@ -302,7 +302,7 @@ def vespo(
   lambda_neg=2.0,
   rollout_logprobs=None,
 ):
-  """VESPO sequence-level soft IS kernel (arXiv 2602.10693; official code, METHODS §19).
+  """VESPO sequence-level soft IS kernel (arXiv 2602.10693; official code).
 
     log W_i = clip(Σ_t m_t Δ_t [+ Σ_t m_t (logπ_old − logπ_rollout)], −20, 20)
               (the TRUE product sequence ratio, no length normalisation; Δ_t clamped to ±20),

@@ -24,7 +24,7 @@ Conventions shared by all of them:
   arithmetic, so garbage (even ±inf) in padding never reaches a value or a gradient.
 - `old_logprobs`, `advantages` and the other extras (except `log_z`) are stop-gradient inputs.
 - Log-ratios Δ_t = logπ_θ − logπ_old are clamped to ±`LOG_RATIO_CLIP` = 20 before `exp` (verl,
-  SkyRL, OpenRLHF; PEERS §8), so log-ratios of ±50 give finite losses and gradients; the clamp
+  SkyRL, OpenRLHF), so log-ratios of ±50 give finite losses and gradients; the clamp
   has zero gradient outside ±20, as in verl.
 - Shared metrics: `ratio_mean`, `ratio_max`, `ratio_min` of the token ratio r_t = exp(Δ_t) and
   `approx_kl`, the k3 estimate of KL(π_old‖π_θ): masked mean of (r − 1) − log r.
@@ -45,7 +45,7 @@ import numpy as np
 from grpojax.objectives import masked
 
 LOG_RATIO_CLIP = 20.0
-# GSPO's sequence log-ratio is also clamped above at 10, as verl/tunix do (PEERS §3.1).
+# GSPO's sequence log-ratio is also clamped above at 10, as verl/tunix do.
 GSPO_LOG_RATIO_MAX = 10.0
 
 
@@ -312,7 +312,7 @@ def gspo(
   The gradient of s_i reaches every token of row i: with a sequence-constant Â and
   `seq_mean_token_mean` aggregation, ∂L/∂logπ_{i,t} = −Â_i s_i / (N |y_i|) inside the clip band.
   Aggregate with `seq_mean_token_mean` (verl forces it for GSPO). Defaults ε = 3e-4 / 4e-4 are
-  the paper's (METHODS §5). The upper clamp of log s at 10 follows verl/tunix.
+  the paper's. The upper clamp of log s at 10 follows verl/tunix.
 
   Args:
     logprobs: logπ_θ [B, T].
@@ -385,7 +385,7 @@ def gmpo(
   epsilon_low=0.4,
   epsilon_high=0.4,
 ):
-  """GMPO, geometric-mean policy optimisation (arXiv 2507.20673; verl `geo_mean`, PEERS §3.6).
+  """GMPO, geometric-mean policy optimisation (arXiv 2507.20673; verl `geo_mean`).
 
     Δ̃_t = sgn(Â_t) · min(sgn(Â_t) Δ_t, sgn(Â_t) clip(Δ_t, −ε_low, ε_high)),
     R_i = exp((1/|y_i|) Σ_t m_t Δ̃_t)   (geometric mean of the clipped token ratios),

@@ -16,7 +16,7 @@ LN = math.log
 
 
 def _reference(old, samp, mask, *, level, mode, high, low, seq_ratio):
-  """TIS / MIS weights, mask and metrics in float64, from the formulas in PEERS §3.4."""
+  """TIS / MIS weights, mask and metrics in float64, from the published formulas."""
   old, samp, mask = (np.asarray(a, np.float64) for a in (old, samp, mask))
   valid = mask > 0
   delta = np.where(valid, old - samp, 0.0)

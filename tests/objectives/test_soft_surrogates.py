@@ -175,7 +175,7 @@ MASPO_DEFAULTS = dict(
 
 
 def _ref_maspo_weight(old64, adv64, rho, p):
-  """float64 MASPO gate straight from the METHODS §8 formula (p = hyper-parameters)."""
+  """float64 MASPO gate straight from the the paper formula (p = hyper-parameters)."""
   p_old = np.exp(old64)
   m = np.clip(p["sigma_base"] / p_old ** p["alpha"], p["sigma_base"], p["sigma_high"])
   with np.errstate(divide="ignore", invalid="ignore"):
