@@ -1,0 +1,1 @@
+"""Launchers: XManager jobs per sweep point, and local multi-process runs."""
