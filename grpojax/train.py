@@ -73,7 +73,11 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
                                              int(state.data_position), jax.random.fold_in(key, 0))
   seqs = ro_batch.seqs
   t1 = time.perf_counter()
-  old_lp, entropy = _concat_micro(lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
+  # With one update per rollout the old log-probs come out of the update's own forward pass.
+  on_policy = (tr.epochs == 1 and tr.minibatches == 1
+               and run.objective.config.advantage.name != "progrpo")  # ProGRPO needs them first
+  old_lp, entropy = (None, None) if on_policy else _concat_micro(
+    lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
   ref_lp = (_concat_micro(lambda s: fns.score(state.ref_params, s)[0], seqs, tr.microbatch_rows)
             if use_ref else None)
   mask = seqs.completion_mask
@@ -81,7 +85,8 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
                                     logprobs_bt=old_lp, mask_bt=mask)
   n = mask.shape[1]
   batch = objectives.LossBatch(
-    old_logprobs=old_lp, sampler_logprobs=ro_batch.sampler_logprobs, ref_logprobs=ref_lp,
+    old_logprobs=jnp.zeros_like(mask, jnp.float32) if on_policy else old_lp,
+    sampler_logprobs=ro_batch.sampler_logprobs, ref_logprobs=ref_lp,
     advantages=jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape).astype(jnp.float32),
     mask=mask, rewards=jnp.asarray(ro_batch.rewards), max_len=n)
   t2 = time.perf_counter()
@@ -90,6 +95,7 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
   # the step, so the sums stay exact); the states they return are averaged.
   obj_in = state.objective_state
   per_micro, new_states, grad_norms, losses, all_finite = [], [], [], [], True
+  fused_old, fused_entropy = [], []
   rows = p * g
   mb_rows = rows // tr.minibatches
   for epoch in range(tr.epochs):
@@ -98,8 +104,13 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
       for start in range(mb * mb_rows, (mb + 1) * mb_rows, tr.microbatch_rows):
         sl = lambda x, start=start: x[start:start + tr.microbatch_rows]
         micro_key = jax.random.fold_in(key, 1 + (epoch * tr.minibatches + mb) * rows + start)
-        gr, ls, dn, metrics, new_obj = fns.grad(params, jax.tree.map(sl, seqs),
-                                                jax.tree.map(sl, batch), obj_in, micro_key)
+        args = (params, jax.tree.map(sl, seqs), jax.tree.map(sl, batch), obj_in, micro_key)
+        if on_policy:
+          gr, ls, dn, metrics, new_obj, old_mb, ent_mb = fns.grad_on_policy(*args)
+          fused_old.append(old_mb)
+          fused_entropy.append(ent_mb)
+        else:
+          gr, ls, dn, metrics, new_obj = fns.grad(*args)
         grad_sum = gr if grad_sum is None else jax.tree.map(jnp.add, grad_sum, gr)
         loss_sum, denom = loss_sum + ls, denom + dn
         per_micro.append(metrics)
@@ -111,6 +122,8 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
   stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)
   merged_metrics, obj_state = compose.merge_micro_batches(stack(per_micro), stack(new_states))
   t3 = time.perf_counter()
+  if on_policy:
+    old_lp, entropy = jnp.concatenate(fused_old), jnp.concatenate(fused_entropy)
   logs = dict(ro_batch.metrics)
   logs.update({f"objective/{k}": float(v) for k, v in merged_metrics.items()})
   logs["loss"] = float(np.mean(losses))

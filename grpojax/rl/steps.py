@@ -5,6 +5,7 @@ optimiser are closed over as static structure, never as array constants. Paramet
 `State` of `nnx.Param`s; `nnx.merge` happens inside the jitted functions only.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -21,6 +22,7 @@ class StepFns(NamedTuple):
   graphdef: object
   score: callable
   grad: callable
+  grad_on_policy: callable
   update: callable
   sft_grad: callable
 
@@ -56,6 +58,30 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
       micro_loss, has_aux=True)(params, seqs, batch, obj_state, key)
     return g, loss_sum, denom, metrics, new_obj_state
 
+  def on_policy_loss(params, seqs, batch, obj_state, key):
+    policy = sequences.split_and_score(graphdef, params, seqs, compute_entropy=compute_entropy,
+                                       **kw)
+    # One update per rollout: π_old is the current policy, so its log-probs come from this very
+    # forward pass (detached) instead of a separate scoring pass.
+    old = jax.lax.stop_gradient(policy.logprobs)
+    batch = dataclasses.replace(batch, old_logprobs=old)
+    loss_sum, denom, metrics, new_obj_state = objective.loss(policy, batch, obj_state, key)
+    entropy = None if policy.entropy is None else jax.lax.stop_gradient(policy.entropy)
+    return loss_sum, (denom, metrics, new_obj_state, old, entropy)
+
+  @jax.jit
+  def grad_on_policy(params, seqs, batch, obj_state, key):
+    """`grad` with `batch.old_logprobs` ignored and taken from the same forward pass.
+
+    Exact whenever the parameters have not moved since sampling (one epoch, one minibatch).
+
+    Returns:
+      `grad`'s outputs, then the old log-probs and the entropy of the micro-batch.
+    """
+    (loss_sum, (denom, metrics, new_obj_state, old, entropy)), g = jax.value_and_grad(
+      on_policy_loss, has_aux=True)(params, seqs, batch, obj_state, key)
+    return g, loss_sum, denom, metrics, new_obj_state, old, entropy
+
   @jax.jit
   def sft_grad(params, seqs):
     """Sum of negative log-likelihood over the completion tokens, and their count."""
@@ -79,5 +105,5 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
 
-  return StepFns(graphdef=graphdef, score=score, grad=grad, update=update, sft_grad=sft_grad)
+  return StepFns(graphdef=graphdef, score=score, grad=grad, grad_on_policy=grad_on_policy, update=update, sft_grad=sft_grad)
 
