@@ -20,20 +20,21 @@ learn (the rest of the step: forward, backward, optimiser). Medians over `--step
 Needs the `reference` extra (torch, transformers, trl, datasets).
 
 Measured 2026-11 on the 2-core CPU machine (jax 0.10.2, torch 2.13.0, transformers 5.24.0,
-trl 1.16.0, torch 2 threads), `--steps 7` (2 warm-up steps each), load < 0.7 at start:
+trl 1.16.0, torch 2 threads), `--steps 5` (2 warm-up steps each), quiet machine:
 
-  grpojax f32  : 3.471 s/step (sample 0.817, score 0.650, learn 2.019); compile 5.5 s (once)
-  learn FLOP/s : 112.5 GFLOP/s (XLA cost analysis: 227.3 GFLOP per step; 6ND estimate 221.8)
-                 vs float32 1024^3 matmul 217.8 GFLOP/s (52% of it)
-  grpojax bf16 : 3.596 s/step (sample 0.822, score 0.609, learn 2.178); compile 5.5 s
-  TRL 1.16.0   : 3.401 s/step (generate 1.222, rewards+advantages 0.007, learn 2.172,
-                 ~102 GFLOP/s by the 6ND estimate)
-  speed-up grpojax / TRL (f32 step time): 0.98x
+  grpojax f32  : 2.527 s/step (sample 0.587, score 0.001, learn 1.938); compile 5.3 s (once)
+  learn FLOP/s : 117.3 GFLOP/s (XLA cost analysis: 227.3 GFLOP per step; 6ND estimate 221.8)
+                 vs float32 1024^3 matmul 219.9 GFLOP/s (53% of it)
+  grpojax bf16 : 3.466 s/step (sample 1.273, score 0.001, learn 2.194); compile 4.3 s
+  TRL 1.16.0   : 3.314 s/step (generate 1.212, rewards+advantages 0.007, learn 2.095,
+                 ~106 GFLOP/s by the 6ND estimate)
+  speed-up grpojax / TRL (f32 step time): 1.31x
 
-Two more runs (`--steps 5`) gave grpojax 3.28 / 3.45 s, TRL 3.51 / 3.14 s, i.e. 1.07x / 0.91x:
-the two are at parity within run-to-run noise. grpojax samples faster (0.8 vs 1.2 s) and learns
-as fast, but spends ~0.6 s on a score forward that TRL skips in this on-policy setting (there the
-old log-probs equal the current policy's, detached). bf16 compute does not pay on this CPU.
+With one update per rollout grpojax takes the old log-probs from the update's own forward pass
+(as TRL does), so "score" is empty here; before that fusion the same shape measured 3.3-3.5 s
+(0.9-1.07x TRL). What bounds it now: the learn phase runs at ~53% of the machine's f32 matmul
+rate, as TRL's does, and sampling is already 2x faster than TRL's generate. bf16 compute does not
+pay on this CPU (its weight-gradient matmuls are slow).
 """
 
 import os
