@@ -2,7 +2,7 @@
 
 import os
 
-# Must precede the first JAX import anywhere in the test session.
+# Must precede the first JAX import anywhere in the test run.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -11,9 +11,9 @@ import pytest  # noqa: E402
 from tests import hf_reference  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hf_checkpoint(tmp_path_factory):
-  """family -> (transformers model, checkpoint directory), each made once per session."""
+  """family -> (transformers model, checkpoint directory), each made once per test run."""
   made = {}
 
   def get(family: str):

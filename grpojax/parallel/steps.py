@@ -43,6 +43,8 @@ def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shard
     score=rejit(fns.score, (param_shardings, data), (data, data)),
     grad=rejit(fns.grad, (param_shardings, data, data, rep, rep),
                (param_shardings, rep, rep, rep, rep)),
+    grad_on_policy=rejit(fns.grad_on_policy, (param_shardings, data, data, rep, rep),
+                         (param_shardings, rep, rep, rep, rep, data, data)),
     update=rejit(fns.update, (param_shardings, opt_shardings, param_shardings, rep),
                  (param_shardings, opt_shardings, rep, rep), donate_argnums=(0, 1)),
     sft_grad=rejit(fns.sft_grad, (param_shardings, data), (param_shardings, rep, rep)),
