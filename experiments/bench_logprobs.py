@@ -18,13 +18,15 @@ naive program needs ~15 GiB there (5 GiB of logits, its softmax and its gradient
 with a message, when the machine has less memory available than XLA's estimate plus a margin,
 and `--tokens` shrinks the problem.
 
-Measured 2026-11 on the 2-core, 24 GiB CPU machine while other jobs shared its cores (load
-average 4-7), `--repeats=2`, so times are noisy (single runs varied by up to 25%):
+Measured 2026-11 on the 2-core, 24 GiB CPU machine, quiet, `--repeats=2`:
 
   seq_chunk 8192, vocab_chunk 4096 (the defaults):
     XLA peak      naive 14.98 GiB   chunked 1.50 GiB   ratio 0.100
-    peak RSS      naive 14.85 GiB   chunked 1.50 GiB   ratio 0.101
-    median time   naive 76.8 s      chunked 91.1 s     ratio 1.19 (CPU time ratio 1.05)
+    peak RSS      naive 14.88 GiB   chunked 1.49 GiB   ratio 0.100
+    median time   naive 54.6 s      chunked 51.3 s     ratio 0.94 (CPU time ratio 1.00)
+
+Earlier runs while other jobs shared the cores (load average 4-7; runs varied by up to 25%):
+  defaults: median time naive 76.8 s, chunked 91.1 s, ratio 1.19
   seq_chunk 256, vocab_chunk None (one [256, V] block; each chunk adds a [D, V] dU partial):
     XLA peak      naive 14.98 GiB   chunked 1.72 GiB   ratio 0.115
     median time   naive 77.3 s      chunked 261.8 s    ratio 3.4 (an interleaved 2,048-token
