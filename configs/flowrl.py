@@ -2,12 +2,10 @@
 
   python -m grpojax.main --config=configs/flowrl.py --workdir=/tmp/grpojax_flowrl
 
-The run of `configs/default.py` with the objective replaced by the `flowrl` recipe: a trajectory-balance loss with a learned log Z.
-The log Z head is not built yet: `train_and_evaluate` rejects this recipe until it is.
-Every knob of the recipe is in `config.objective` with the paper's defaults (see
-`grpojax/objectives/README.md`); override any with `--config.objective.FIELD=VALUE`. Expect about
-the default's run time (a few minutes on a 2-core CPU); this recipe's final accuracy on the task
-has not been measured yet.
+The run of `configs/default.py` with the objective replaced by the `flowrl` recipe: a
+trajectory-balance loss with a learned log Z. The log Z head is not built yet: `train_and_evaluate`
+rejects this recipe until it is. Every knob of the recipe is in `config.objective` with the paper's
+defaults (see `grpojax/objectives/README.md`); override any with `--config.objective.FIELD=VALUE`.
 
 `--config=configs/flowrl.py:local` shrinks it to a seconds-long smoke run.
 """

@@ -2,8 +2,9 @@
 
   python -m grpojax.main --config=configs/progrpo.py --workdir=/tmp/grpojax_progrpo
 
-The run of `configs/default.py` with the objective replaced by the `progrpo` recipe: GRPO advantages re-weighted by the confidence of the lowest-probability tokens (grpojax's documented reading).
-Every knob of the recipe is in `config.objective` with the paper's defaults (see
+The run of `configs/default.py` with the objective replaced by the `progrpo` recipe: GRPO
+advantages re-weighted by the confidence of the lowest-probability tokens (grpojax's documented
+reading). Every knob of the recipe is in `config.objective` with the paper's defaults (see
 `grpojax/objectives/README.md`); override any with `--config.objective.FIELD=VALUE`. Expect about
 the default's run time (a few minutes on a 2-core CPU); this recipe's final accuracy on the task
 has not been measured yet.

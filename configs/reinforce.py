@@ -1,12 +1,12 @@
-"""REINFORCE (1992 (Williams)) on the built-in two-digit arithmetic task.
+"""REINFORCE (Williams, 1992) on the built-in two-digit arithmetic task.
 
   python -m grpojax.main --config=configs/reinforce.py --workdir=/tmp/grpojax_reinforce
 
-The run of `configs/default.py` with the objective replaced by the `reinforce` recipe: plain −A·log π with group-baseline advantages.
-Every knob of the recipe is in `config.objective` with the paper's defaults (see
-`grpojax/objectives/README.md`); override any with `--config.objective.FIELD=VALUE`. Expect about
-the default's run time (a few minutes on a 2-core CPU); this recipe's final accuracy on the task
-has not been measured yet.
+The run of `configs/default.py` with the objective replaced by the `reinforce` recipe: plain
+−A·logπ with group-baseline advantages. Every knob of the recipe is in `config.objective` with the
+paper's defaults (see `grpojax/objectives/README.md`); override any with
+`--config.objective.FIELD=VALUE`. Expect about the default's run time (a few minutes on a 2-core
+CPU); this recipe's final accuracy on the task has not been measured yet.
 
 `--config=configs/reinforce.py:local` shrinks it to a seconds-long smoke run.
 """

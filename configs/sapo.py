@@ -2,11 +2,11 @@
 
   python -m grpojax.main --config=configs/sapo.py --workdir=/tmp/grpojax_sapo
 
-The run of `configs/default.py` with the objective replaced by the `sapo` recipe: a soft sigmoid gate on the ratio (τ_pos, τ_neg) instead of a hard clip.
-Every knob of the recipe is in `config.objective` with the paper's defaults (see
-`grpojax/objectives/README.md`); override any with `--config.objective.FIELD=VALUE`. Expect about
-the default's run time (a few minutes on a 2-core CPU); this recipe's final accuracy on the task
-has not been measured yet.
+The run of `configs/default.py` with the objective replaced by the `sapo` recipe: a soft sigmoid
+gate on the ratio (τ_pos, τ_neg) instead of a hard clip. Every knob of the recipe is in
+`config.objective` with the paper's defaults (see `grpojax/objectives/README.md`); override any
+with `--config.objective.FIELD=VALUE`. Expect about the default's run time (a few minutes on a
+2-core CPU); this recipe's final accuracy on the task has not been measured yet.
 
 `--config=configs/sapo.py:local` shrinks it to a seconds-long smoke run.
 """
