@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grpojax.objectives import aggregation, selective_surrogates, surrogates
+from tests.objectives import contract
 
 B, T = 4, 6
 LENGTHS = (6, 4, 1, 0)  # Row 3 is all padding; 11 valid tokens.
@@ -294,15 +295,7 @@ FNS = {
 def test_jit_and_vmap_match_eager(name):
   fn = FNS[name]
   batches = [_inputs(10 + i) for i in range(3)]
-  stacked = [np.stack(a) for a in zip(*batches, strict=True)]
-  loss_v, metrics_v = jax.jit(jax.vmap(fn))(*stacked)
-  for i, args in enumerate(batches):
-    loss, metrics = fn(*args)
-    np.testing.assert_allclose(jax.jit(fn)(*args)[0], loss, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(loss_v[i], loss, rtol=1e-6, atol=1e-7)
-    for k, v in metrics.items():
-      assert v.shape == () and v.dtype == jnp.float32
-      np.testing.assert_allclose(metrics_v[k][i], v, rtol=1e-6, atol=1e-7)
+  contract.assert_jit_and_vmap_match_eager(fn, batches)
 
 
 @pytest.mark.parametrize("name", sorted(FNS))
@@ -311,15 +304,7 @@ def test_padding_is_zero_and_extreme_log_ratios_stay_finite(name):
   lp, old, adv, mask = _inputs(20)
   old = np.where(_valid(mask), lp + np.where(np.arange(T) % 2 == 0, 50.0, -50.0), old)
   old = old.astype(np.float32)
-  loss, metrics = jax.jit(fn)(lp, old, adv, mask)
-  grad = _sum_grad(fn, lp, old, adv, mask)
-  assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
-  assert np.all(np.asarray(loss)[~_valid(mask)] == 0.0)
-  assert np.all(np.asarray(grad)[~_valid(mask)] == 0.0)
-  assert all(np.isfinite(v) for v in metrics.values())
-  loss, metrics = fn(lp, old, adv, np.zeros_like(mask))
-  assert np.all(np.asarray(loss) == 0.0)
-  assert all(np.isfinite(v) for v in metrics.values())
+  contract.assert_padding_is_zero_and_finite(fn, (lp, old, adv, mask), _valid(mask))
 
 
 @pytest.mark.parametrize(
