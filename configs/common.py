@@ -22,7 +22,9 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   # checkpoint "" = a random policy of the shape below; else a local HF checkpoint directory.
   c.model = ml_collections.ConfigDict(dict(
     checkpoint="", model_type="qwen2", hidden_size=128, intermediate_size=384, num_layers=3,
-    num_heads=4, num_kv_heads=2, head_dim=32, init_seed=0, dtype="float32"))
+    num_heads=4, num_kv_heads=2, head_dim=32, init_seed=0, dtype="float32",
+    # Rematerialisation of each layer in the trainer's forward: none | full | dots | dots_all.
+    remat="none"))
   c.rollout = ml_collections.ConfigDict(dict(
     prompts_per_step=32, samples_per_prompt=8, max_prompt_len=8, max_new_tokens=6,
     temperature=1.0, top_k=0, top_p=1.0, min_p=0.0))
@@ -43,6 +45,10 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
     every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8))
   c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2))
+  # Device mesh over all processes' devices: data x fsdp x tensor, one size may be -1 (the
+  # rest). Training shards parameters over fsdp and tensor; the sampler keeps them whole on
+  # each fsdp group (grpojax.parallel.rules.SAMPLE_RULES). Batches split over data x fsdp.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 

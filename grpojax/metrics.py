@@ -178,6 +178,19 @@ class MetricWriter:
     self._fd = None
 
 
+class NullWriter:
+  """A `MetricWriter` that writes nothing: what every process but the first holds."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    del step, scalars
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _format_value(value: Any) -> str:
   if isinstance(value, bool | str):
     return str(value)

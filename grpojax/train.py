@@ -23,8 +23,11 @@ from grpojax import checkpoint as checkpoint_lib
 from grpojax import metrics as metrics_lib
 from grpojax import models, objectives
 from grpojax.objectives import compose, masked
+from grpojax.parallel import host_data
+from grpojax.parallel import layout as layout_lib
+from grpojax.parallel import mesh as mesh_lib
+from grpojax.parallel import steps as parallel_steps
 from grpojax.rl import rollout, setup, steps
-
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
 _RL_KEYS = ("reward/mean", "reward/accuracy", "loss", "entropy/mean", "response/length",
@@ -55,40 +58,51 @@ def _optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gradie
                      optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
 
 
-def _concat_micro(fn, seqs, micro_rows):
+def _micro_slice(layout, tree, start: int, rows: int):
+  """Rows [start, start + rows) of every leaf, split over the batch axes."""
+  sharding = layout.rows(rows)
+  return jax.tree.map(lambda x: jax.device_put(x[start:start + rows], sharding), tree)
+
+
+def _concat_micro(layout, fn, seqs, micro_rows):
   """Applies `fn` to row slices of `seqs` and concatenates each output along rows."""
   rows = seqs.tokens.shape[0]
-  outs = [fn(jax.tree.map(lambda x: x[i:i + micro_rows], seqs))
-          for i in range(0, rows, micro_rows)]
-  return jax.tree.map(lambda *xs: None if xs[0] is None else jnp.concatenate(xs), *outs,
-                      is_leaf=lambda x: x is None)
+  outs = [fn(_micro_slice(layout, seqs, i, micro_rows)) for i in range(0, rows, micro_rows)]
+  cat = lambda *xs: None if xs[0] is None else jax.device_put(jnp.concatenate(xs),
+                                                              layout.rows(rows))
+  return jax.tree.map(cat, *outs, is_leaf=lambda x: x is None)
 
 
-def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
+def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, sample_shardings):
   """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
   ro, tr = config.rollout, config.train
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   t0 = time.perf_counter()
-  ro_batch, position = rollout.sample_groups(run, fns.graphdef, state.params, config,
+  # The sampler's copy of the policy, in its own layout (the same arrays when the layouts agree).
+  sample_params = jax.device_put(state.params, sample_shardings)
+  ro_batch, position = rollout.sample_groups(run, layout, fns.graphdef, sample_params, config,
                                              int(state.data_position), jax.random.fold_in(key, 0))
+  del sample_params
   seqs = ro_batch.seqs
   t1 = time.perf_counter()
   # With one update per rollout the old log-probs come out of the update's own forward pass.
   on_policy = (tr.epochs == 1 and tr.minibatches == 1
                and run.objective.config.advantage.name != "progrpo")  # ProGRPO needs them first
   old_lp, entropy = (None, None) if on_policy else _concat_micro(
-    lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
-  ref_lp = (_concat_micro(lambda s: fns.score(state.ref_params, s)[0], seqs, tr.microbatch_rows)
-            if use_ref else None)
+    layout, lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
+  ref_lp = (_concat_micro(layout, lambda s: fns.score(state.ref_params, s)[0], seqs,
+                          tr.microbatch_rows) if use_ref else None)
   mask = seqs.completion_mask
-  adv_pg = run.objective.advantages(jnp.asarray(ro_batch.rewards).reshape(p, g),
+  adv_pg = run.objective.advantages(layout.put_replicated(ro_batch.rewards.reshape(p, g)),
                                     logprobs_bt=old_lp, mask_bt=mask)
   n = mask.shape[1]
+  rows_sharding = layout.rows(p * g)
   batch = objectives.LossBatch(
     old_logprobs=jnp.zeros_like(mask, jnp.float32) if on_policy else old_lp,
     sampler_logprobs=ro_batch.sampler_logprobs, ref_logprobs=ref_lp,
-    advantages=jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape).astype(jnp.float32),
-    mask=mask, rewards=jnp.asarray(ro_batch.rewards), max_len=n)
+    advantages=jax.device_put(jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape)
+                              .astype(jnp.float32), rows_sharding),
+    mask=mask, rewards=layout.put_rows(ro_batch.rewards), max_len=n)
   t2 = time.perf_counter()
   params, opt_state = state.params, state.opt_state
   # Every micro-batch sees the step's incoming objective state (a fixed KL coefficient within
@@ -102,9 +116,9 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
     for mb in range(tr.minibatches):
       grad_sum, loss_sum, denom = None, 0.0, 0.0
       for start in range(mb * mb_rows, (mb + 1) * mb_rows, tr.microbatch_rows):
-        sl = lambda x, start=start: x[start:start + tr.microbatch_rows]
         micro_key = jax.random.fold_in(key, 1 + (epoch * tr.minibatches + mb) * rows + start)
-        args = (params, jax.tree.map(sl, seqs), jax.tree.map(sl, batch), obj_in, micro_key)
+        args = (params, _micro_slice(layout, seqs, start, tr.microbatch_rows),
+                _micro_slice(layout, batch, start, tr.microbatch_rows), obj_in, micro_key)
         if on_policy:
           gr, ls, dn, metrics, new_obj, old_mb, ent_mb = fns.grad_on_policy(*args)
           fused_old.append(old_mb)
@@ -123,7 +137,8 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
   merged_metrics, obj_state = compose.merge_micro_batches(stack(per_micro), stack(new_states))
   t3 = time.perf_counter()
   if on_policy:
-    old_lp, entropy = jnp.concatenate(fused_old), jnp.concatenate(fused_entropy)
+    old_lp = jax.device_put(jnp.concatenate(fused_old), rows_sharding)
+    entropy = jax.device_put(jnp.concatenate(fused_entropy), rows_sharding)
   logs = dict(ro_batch.metrics)
   logs.update({f"objective/{k}": float(v) for k, v in merged_metrics.items()})
   logs["loss"] = float(np.mean(losses))
@@ -132,66 +147,116 @@ def _rl_step(run, config, fns, state: TrainState, key, use_ref: bool):
   logs["mismatch/sampler_vs_trainer_abs_logprob"] = float(masked.masked_mean(
     jnp.abs(old_lp - ro_batch.sampler_logprobs), mask))
   logs["time/sample_s"], logs["time/score_s"], logs["time/learn_s"] = t1 - t0, t2 - t1, t3 - t2
-  logs["time/tokens_per_s"] = float(np.asarray(seqs.completion_mask).sum()) / max(t1 - t0, 1e-9)
+  logs["time/tokens_per_s"] = float(jnp.sum(seqs.completion_mask)) / max(t1 - t0, 1e-9)
   state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
                          objective_state=obj_state,
-                         data_position=jnp.asarray(position, jnp.int32))
+                         data_position=layout.put_replicated(np.int32(position)))
   return state, logs, all_finite
+
+
+def _state_shardings(layout, abstract_state: TrainState) -> TrainState:
+  """Where each part of the state lives: parameters and optimiser state in the training layout,
+  everything small replicated."""
+  rep = layout.replicated
+  return TrainState(
+    step=rep, params=layout.train_shardings(abstract_state.params),
+    opt_state=layout.train_shardings(abstract_state.opt_state),
+    objective_state=jax.tree.map(lambda _: rep, abstract_state.objective_state),
+    ref_params=(None if abstract_state.ref_params is None
+                else layout.train_shardings(abstract_state.ref_params)),
+    data_position=rep)
+
+
+def check_mesh_divides(config: ml_collections.ConfigDict, layout) -> None:
+  """The trainer's row counts must split evenly over the batch axes; errors name the field."""
+  shards = layout.batch_shards
+  rows = config.rollout.prompts_per_step * config.rollout.samples_per_prompt
+  for field, value in (("train.microbatch_rows", config.train.microbatch_rows),
+                       ("rollout.prompts_per_step x samples_per_prompt", rows)):
+    if value % shards:
+      raise ValueError(
+        f"config.{field} = {value} does not split over the {shards} devices of the batch axes "
+        f"(config.mesh: {dict(layout.mesh.shape)}); make it a multiple of {shards}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) the configured run in `workdir`.
 
+  In a multi-process run every process calls this with the same config; each reads and
+  verifies its own rows, and process 0 alone writes metrics, plots and the exported policy
+  (checkpoints are written by orbax, every process its own shards).
+
   Returns:
     The final held-out evaluation metrics.
   """
   setup.validate_config(config)
+  layout = layout_lib.Layout(mesh_lib.mesh_from_config(config.mesh))
+  check_mesh_divides(config, layout)
+  is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   run = setup.build_run(config, workdir)
   w, r = config.warm_start.steps, config.train.steps
   sft_opt, rl_opt = _optimizer(config.warm_start, w), _optimizer(config.optim, r)
   graphdef, params0 = nnx.split(run.model, nnx.Param)
   use_ref = setup.needs_reference(config)
+  first_opt = sft_opt if w > 0 else rl_opt
 
-  def init_state() -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params0,
-                      opt_state=(sft_opt if w > 0 else rl_opt).init(params0),
-                      objective_state=run.objective.init(),
-                      ref_params=params0 if use_ref else None,
+  def make_state(params) -> TrainState:
+    # The reference is a copy: `update` donates the parameters' buffers.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=first_opt.init(params), objective_state=run.objective.init(),
+                      ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
                       data_position=jnp.zeros((), jnp.int32))
 
+  abstract = jax.eval_shape(make_state, params0)
+  shardings = _state_shardings(layout, abstract)
+  train_shardings = shardings.params
+  sample_shardings = layout.sample_shardings(abstract.params)
+  opt_shardings = shardings.opt_state
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep)
-  restored = ckpt.restore_latest_good(jax.eval_shape(init_state))
-  state, extra = (restored.state, restored.extra) if restored else (init_state(), {})
+  target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                        abstract, shardings)
+  restored = ckpt.restore_latest_good(target)
+  if restored:
+    state, extra = restored.state, restored.extra
+  else:  # built straight into its layout (every process holds the same initial parameters)
+    state = jax.jit(make_state, out_shardings=shardings)(params0)
+    extra = {}
+  del params0
   start = int(state.step)
+  log = print if is_main else (lambda *a, **k: None)
   if start:
-    print(f"resumed from step {start} in {workdir}", flush=True)
-  writer = metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None)
+    log(f"resumed from step {start} in {workdir}", flush=True)
+  writer = metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None) if is_main \
+    else metrics_lib.NullWriter()
   chunk = config.train.logprob_chunk
-  fns = steps.build(graphdef, run.objective, rl_opt, temperature=config.rollout.temperature,
-                    compute_entropy=True, seq_chunk=chunk, vocab_chunk=None)
-  sft_fns = steps.build(graphdef, run.objective, sft_opt, temperature=1.0,
-                        compute_entropy=False, seq_chunk=chunk, vocab_chunk=None)
+  build = lambda opt, **kw: parallel_steps.sharded_steps(
+    steps.build(graphdef, run.objective, opt, seq_chunk=chunk, vocab_chunk=None, **kw),
+    mesh=layout.mesh, param_shardings=train_shardings, opt_shardings=opt_shardings)
+  fns = build(rl_opt, temperature=config.rollout.temperature, compute_entropy=True)
+  sft_fns = build(sft_opt, temperature=1.0, compute_entropy=False)
   seed_key = jax.random.key(config.seed)
   eval_key = jax.random.fold_in(seed_key, 2**31 - 1)
   warm_eval = extra.get("warm_start_eval")
   bad_in_a_row = 0
 
   def evaluate(tag: str, step: int) -> dict[str, float]:
-    res = rollout.evaluate(run, graphdef, state.params, config, eval_key)
+    params = jax.device_put(state.params, sample_shardings)
+    res = rollout.evaluate(run, layout, graphdef, params, config, eval_key)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()})
-    print(f"[eval: {tag}] " + metrics_lib.format_console_line(step, res), flush=True)
+    log(f"[eval: {tag}] " + metrics_lib.format_console_line(step, res), flush=True)
     return res
 
   if w == 0 and start == 0:
     warm_eval = evaluate("initial policy", 0)
-  for step in metrics_lib.progress(range(start, w + r), "train"):
+  for step in metrics_lib.progress(range(start, w + r), "train",
+                                       enabled=None if is_main else False):
     t0 = time.perf_counter()
     key = jax.random.fold_in(seed_key, step)
     if step < w:  # supervised warm start on the task's reference solutions
       bs = config.warm_start.batch_size
-      seqs = rollout.sft_sequences(run, config, int(state.data_position), bs)
+      seqs = rollout.sft_sequences(run, layout, config, int(state.data_position), bs)
       g, loss_sum, count = sft_fns.sft_grad(state.params, seqs)
       params, opt_state, gnorm, finite = sft_fns.update(state.params, state.opt_state, g, count)
       state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -200,10 +265,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "sft/grad_norm": float(gnorm)}
       finite = bool(finite)
       if step + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
-        state = state._replace(opt_state=rl_opt.init(state.params),
-                               ref_params=state.params if use_ref else None)
+        state = state._replace(
+          opt_state=jax.jit(rl_opt.init, out_shardings=opt_shardings)(state.params),
+          ref_params=layout_lib.copy_tree(state.params) if use_ref else None)
     else:
-      state, logs, finite = _rl_step(run, config, fns, state, key, use_ref)
+      state, logs, finite = _rl_step(run, layout, config, fns, state, key, use_ref,
+                                     sample_shardings)
     logs["time/step_s"] = time.perf_counter() - t0
     if finite:
       bad_in_a_row = 0
@@ -218,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if done % config.log_every == 0 or done == w + r:
       writer.write_scalars(done, logs)
       keys = _SFT_KEYS if step < w else [k for k in _RL_KEYS if k in logs]
-      print(metrics_lib.format_console_line(done, logs, keys=keys), flush=True)
+      log(metrics_lib.format_console_line(done, logs, keys=keys), flush=True)
     if done == w:
       warm_eval = evaluate("after warm start", done)
     elif done > w and (done - w) % config.eval.every == 0 and done != w + r:
@@ -230,16 +297,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   final = evaluate("final", w + r)
   # The trained policy as a Hugging Face checkpoint: loads in transformers and vLLM.
-  models.save_pretrained(nnx.merge(graphdef, state.params), os.path.join(workdir, "policy"),
-                         overwrite=True)
-  writer.flush()
-  metrics_lib.plot_curves(writer.history_path, os.path.join(workdir, "curves.png"), keys=[
-    "sft/nll", "reward/mean", "eval/greedy_accuracy", "eval/pass@" + str(config.eval.pass_k),
-    "entropy/mean", "response/length"])
+  host_params = jax.tree.map(host_data.to_numpy, state.params)
+  if is_main:
+    models.save_pretrained(nnx.merge(graphdef, host_params), os.path.join(workdir, "policy"),
+                           overwrite=True)
+    writer.flush()
+    metrics_lib.plot_curves(writer.history_path, os.path.join(workdir, "curves.png"), keys=[
+      "sft/nll", "reward/mean", "eval/greedy_accuracy", "eval/pass@" + str(config.eval.pass_k),
+      "entropy/mean", "response/length"])
   writer.close()
   k = config.eval.pass_k
   warm = (warm_eval or {}).get("greedy_accuracy", float("nan"))
-  print(f"held-out accuracy: warm start {100 * warm:.1f}%, after RL "
+  log(f"held-out accuracy: warm start {100 * warm:.1f}%, after RL "
         f"{100 * final['greedy_accuracy']:.1f}%, pass@{k} {100 * final[f'pass@{k}']:.1f}%",
         flush=True)
   return final

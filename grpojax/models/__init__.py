@@ -2,10 +2,11 @@
 
 from grpojax.models.config import ModelConfig, load_config
 from grpojax.models.hf_checkpoint import from_pretrained, save_pretrained
-from grpojax.models.transformer import Decoder, DecoderOutput, init_cache
+from grpojax.models.transformer import REMAT_POLICIES, Decoder, DecoderOutput, init_cache
 
 __all__ = [
   "Decoder",
+  "REMAT_POLICIES",
   "DecoderOutput",
   "ModelConfig",
   "from_pretrained",

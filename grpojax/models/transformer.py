@@ -187,12 +187,17 @@ class Decoder(nnx.Module):
   Attributes:
     config: the `ModelConfig` it was built from.
     dtype: compute dtype of activations and matmuls (parameters keep `param_dtype`).
+    remat: rematerialisation policy of each layer's forward when no cache is given (training),
+      a key of `REMAT_POLICIES`; a plain attribute, so it can be set after loading.
   """
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-               param_dtype=jnp.float32):
+               param_dtype=jnp.float32, remat: str = "none"):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}")
     self.config = cfg
     self.dtype = dtype
+    self.remat = remat
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs)
     self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
@@ -246,7 +251,11 @@ class Decoder(nnx.Module):
     cos_sin = rope_cos_sin(positions_bt, jnp.asarray(self.config.rope_inv_freq()))
     x = self.embed_tokens(tokens_bt).astype(self.dtype)
     new_cache = [] if cache is not None else None
+    remat = cache is None and self.remat != "none"
     for i, layer in enumerate(self.layers):
+      if remat:
+        x = _remat_layer(layer, x, cos_sin, attn_mask_bts, self.remat)
+        continue
       x, layer_cache = layer(x, cos_sin, attn_mask_bts,
                              None if cache is None else cache[i], cache_index)
       if cache is not None:
@@ -254,6 +263,23 @@ class Decoder(nnx.Module):
     hidden = self.norm(x)
     logits = self.logits(hidden) if return_logits else None
     return DecoderOutput(logits, hidden, None if cache is None else tuple(new_cache))
+
+
+# Which intermediates of a layer's forward are kept for the backward pass; the rest are
+# recomputed. "full" keeps only the layer inputs (least memory, one extra forward); "dots" keeps
+# matmul outputs and recomputes the cheap elementwise work (norms, SwiGLU, softmax).
+REMAT_POLICIES = {
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "dots_all": jax.checkpoint_policies.dots_saveable,
+}
+
+
+def _remat_layer(layer, x, cos_sin, mask_bts, policy: str):
+  def forward(layer, x, cos_sin, mask_bts):
+    return layer(x, cos_sin, mask_bts, None, None)[0]
+  return nnx.remat(forward, policy=REMAT_POLICIES[policy])(layer, x, cos_sin, mask_bts)
 
 
 def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int,

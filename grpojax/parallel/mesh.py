@@ -79,3 +79,20 @@ def make_mesh(axes: AxisSizes, devices: Sequence[jax.Device] | None = None) -> j
   # jax.make_mesh orders the devices for the physical topology (e.g. TPU rings).
   return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names),
                        devices=devices)
+
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_from_config(mesh_config, devices: Sequence[jax.Device] | None = None
+                     ) -> jax.sharding.Mesh:
+  """The run's mesh from `config.mesh` (fields data, fsdp, tensor, in that mesh order).
+
+  Raises:
+    ValueError: as `make_mesh`, prefixed with `config.mesh` so the culprit is clear.
+  """
+  axes = [(name, int(mesh_config[name])) for name in MESH_AXES]
+  try:
+    return make_mesh(axes, devices)
+  except ValueError as e:
+    raise ValueError(f"config.mesh: {e}") from None

@@ -94,6 +94,12 @@ class Rules:
 
 DEFAULT_RULES = Rules()
 
+# The sampler's layout: the same tensor parallelism, but parameters whole on every "data" and
+# "fsdp" device. Decoding is one token per step, so FSDP's per-layer all-gathers would be paid
+# for every new token; trading memory for them is the usual choice (vLLM, tunix, MaxText's
+# inference layouts). `reshard` moves parameters between the two layouts after each update.
+SAMPLE_RULES = Rules(logical_axes={**DEFAULT_LOGICAL_AXES, "embed": None})
+
 
 def path_to_str(path) -> str:
   """A pytree key path as 'a/b/0/c', without NNX's trailing `value` attribute."""

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from grpojax import sampling
-from grpojax.tasks import shaping
+from grpojax.parallel import host_data
 from grpojax.rl import evaluation, sequences
+from grpojax.tasks import shaping
 
 
 class Rollout(NamedTuple):
@@ -43,24 +44,64 @@ def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.
   return sampling.pad_prompts(ids, pad_id=pad_id, bucket=max_prompt_len)
 
 
-def decode_completions(tokenizer, completions) -> list[str]:
-  tokens, mask = np.asarray(completions.tokens), np.asarray(completions.mask)
+def decode_completions(tokenizer, tokens, mask) -> list[str]:
+  tokens, mask = np.asarray(tokens), np.asarray(mask)
   return [tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(tokens, mask)]
 
 
-def _generate(run, graphdef, params, config, examples, key, *, num_samples, temperature):
+class Generated(NamedTuple):
+  """Completions of a prompt batch, and this process's share of them.
+
+  Attributes:
+    completions: global arrays, rows (prompt-major, G per prompt) split over the batch axes.
+    rows: the global row ids this process holds.
+    texts: the decoded completions of `rows`.
+    examples: the example of each of `rows`.
+  """
+
+  completions: Any
+  rows: np.ndarray
+  texts: list[str]
+  examples: list[Any]
+
+
+def _generate(run, layout, graphdef, params, config, example_at, num_prompts, key, *,
+              num_samples, temperature) -> Generated:
+  """Samples `num_samples` completions for prompts `example_at(0..num_prompts-1)`.
+
+  This process reads, encodes and decodes only the prompts and completions its devices hold.
+  """
   ro = config.rollout
   tok = run.tokenizer
-  prompt_ids, prompt_mask = encode_prompts(run, examples, ro.max_prompt_len, tok.pad_id)
-  params_ = sampling.SamplingParams(temperature=temperature, top_k=ro.top_k or None,
-                                    top_p=ro.top_p, min_p=ro.min_p)
-  return sampling.generate_padded(
-    graphdef, params, jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), key,
-    max_new_tokens=ro.max_new_tokens, num_samples=num_samples, params=params_,
+  prompt_sharding = layout.rows(num_prompts)
+  prompt_rows = host_data.owned_rows(prompt_sharding, num_prompts)
+  examples = {int(i): example_at(int(i)) for i in prompt_rows}
+  prompt_ids, prompt_mask = encode_prompts(run, [examples[int(i)] for i in prompt_rows],
+                                           ro.max_prompt_len, tok.pad_id)
+  sampling_params = sampling.SamplingParams(temperature=temperature, top_k=ro.top_k or None,
+                                            top_p=ro.top_p, min_p=ro.min_p)
+  comp = sampling.generate_padded(
+    graphdef, params, host_data.from_rows(prompt_sharding, prompt_rows, prompt_ids, num_prompts),
+    host_data.from_rows(prompt_sharding, prompt_rows, prompt_mask, num_prompts), key,
+    max_new_tokens=ro.max_new_tokens, num_samples=num_samples, params=sampling_params,
     stop_ids=tuple(sorted(tok.eos_ids)), pad_id=tok.pad_id)
+  b = num_prompts * num_samples
+  row_sharding = layout.rows(b)
+  comp = jax.tree.map(lambda x: jax.device_put(x, row_sharding), comp)
+  rows = host_data.owned_rows(row_sharding, b)
+  texts = decode_completions(tok, host_data.local_rows(comp.tokens, rows),
+                             host_data.local_rows(comp.mask, rows))
+  return Generated(comp, rows, texts, [examples[int(r) // num_samples] for r in rows])
 
 
-def sample_groups(run, graphdef, params, config, data_position: int, key) -> tuple[Rollout, int]:
+def _gather_rows(layout, gen: Generated, values: np.ndarray) -> np.ndarray:
+  """Every row's value on every process, from each process's values for its own rows."""
+  b = gen.completions.tokens.shape[0]
+  return host_data.to_numpy(host_data.from_rows(layout.rows(b), gen.rows, values, b))
+
+
+def sample_groups(run, layout, graphdef, params, config, data_position: int,
+                  key) -> tuple[Rollout, int]:
   """Samples P groups of G, refilling from new prompts while groups are uninformative.
 
   With `objective.dynamic_sampling.enabled` (DAPO, arXiv 2503.14476) groups whose rewards are
@@ -68,6 +109,9 @@ def sample_groups(run, graphdef, params, config, data_position: int, key) -> tup
   to `objective.dynamic_sampling.max_num_gen_batches`; if still short, the batch is filled with
   uninformative groups whose loss mask is zero, so shapes never change. With
   `objective.overlong.enabled`, DAPO's overlong penalty (in tokens) is added to the rewards.
+
+  Each process verifies its own rows; the rewards are then shared, so every process makes the
+  same refill decisions.
 
   Returns:
     (the rollout, the new data position).
@@ -77,27 +121,30 @@ def sample_groups(run, graphdef, params, config, data_position: int, key) -> tup
   overlong = config.objective.overlong
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   kept, spare, first_rewards, first_correct, lengths = [], [], None, None, []
-  batches = 0
+  comps = []
   for b in range(dynamic.max_num_gen_batches if dynamic.enabled else 1):
-    examples = [run.task.train(data_position + i) for i in range(p)]
+    start = data_position
+    gen = _generate(run, layout, graphdef, params, config,
+                    lambda i, start=start: run.task.train(start + i), p,
+                    jax.random.fold_in(key, b), num_samples=g, temperature=ro.temperature)
     data_position += p
-    comp = _generate(run, graphdef, params, config, examples, jax.random.fold_in(key, b),
-                     num_samples=g, temperature=ro.temperature)
-    batches += 1
-    texts = decode_completions(run.tokenizer, comp)
-    rep = [ex for ex in examples for _ in range(g)]
-    rewards = np.asarray([run.task.reward_fn(t, ex) for t, ex in zip(texts, rep)], np.float32)
+    comp = gen.completions
+    comps.append(comp)
+    local = np.asarray([run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples)],
+                       np.float32)
+    rewards = _gather_rows(layout, gen, local)
+    lengths_b = host_data.to_numpy(jnp.sum(comp.mask, axis=1))
     if overlong.enabled:
-      lengths_b = np.asarray(comp.mask).sum(axis=1)
       rewards = rewards + overlong.penalty_factor * shaping.overlong_penalty(
         lengths_b, max_length=overlong.max_len, cache_length=overlong.cache).astype(np.float32)
     if first_rewards is None:
       first_rewards = rewards
-      first_correct = evaluation.correctness(texts, rep, run.task.reward_fn)
-      lengths = np.asarray(comp.mask).sum(axis=1)
+      first_correct = _gather_rows(layout, gen, evaluation.correctness(
+        gen.texts, gen.examples, run.task.reward_fn).astype(np.float32))
+      lengths = lengths_b
     rewards_pg = rewards.reshape(p, g)
     for i in range(p):
-      group = (comp, i, rewards_pg[i])
+      group = (b, i, rewards_pg[i])
       informative = rewards_pg[i].max() > rewards_pg[i].min()
       (kept if informative or not dynamic.enabled else spare).append(group)
     if not dynamic.enabled or len(kept) >= p:
@@ -108,13 +155,20 @@ def sample_groups(run, graphdef, params, config, data_position: int, key) -> tup
     fill = spare[: p - len(chosen)]
     chosen += fill
     flags_ += [False] * len(fill)
-  rows = lambda x, i: x[i * g:(i + 1) * g]
-  cat = lambda f: jnp.concatenate([rows(f(c), i) for c, i, _ in chosen], axis=0)
-  completion_mask = cat(lambda c: c.mask)
-  keep_rows = jnp.repeat(jnp.asarray(flags_), g)[:, None]
+  row_sharding = layout.rows(p * g)
+  order = np.concatenate([(b * p + i) * g + np.arange(g) for b, i, _ in chosen])
+  if len(comps) == 1 and np.array_equal(order, np.arange(p * g)):
+    pick = lambda x: x  # the common case: the first batch's groups, in order
+  else:
+    index = layout.put_replicated(order.astype(np.int32))
+    pick = lambda x: jax.device_put(jnp.take(jnp.concatenate(x), index, axis=0), row_sharding)
+  field = lambda name: pick([getattr(c, name) for c in comps] if len(comps) > 1
+                            else getattr(comps[0], name))
+  completion_mask = field("mask")
+  keep_rows = layout.put_rows(np.repeat(np.asarray(flags_, np.int32), g)[:, None])
   seqs = sequences.Sequences(
-    tokens=jnp.concatenate([cat(lambda c: c.prompt_tokens), cat(lambda c: c.tokens)], axis=1),
-    attn_mask=jnp.concatenate([cat(lambda c: c.prompt_mask), completion_mask], axis=1),
+    tokens=jnp.concatenate([field("prompt_tokens"), field("tokens")], axis=1),
+    attn_mask=jnp.concatenate([field("prompt_mask"), completion_mask], axis=1),
     completion_mask=completion_mask * keep_rows)
   informative = np.asarray([r.max() > r.min() for _, _, r in chosen])
   metrics = {
@@ -123,23 +177,29 @@ def sample_groups(run, graphdef, params, config, data_position: int, key) -> tup
     "reward/pass@G": float(first_correct.reshape(p, g).max(axis=1).mean()),
     "response/length": float(lengths.mean()),
     "response/clipped_frac": float(np.mean(lengths >= ro.max_new_tokens)),
-    "rollout/generation_batches": float(batches),
+    "rollout/generation_batches": float(len(comps)),
     "rollout/informative_groups": float(informative.sum()),
   }
-  return Rollout(seqs=seqs, sampler_logprobs=cat(lambda c: c.sampling_logprobs),
+  return Rollout(seqs=seqs, sampler_logprobs=field("sampling_logprobs"),
                  rewards=np.concatenate([r for _, _, r in chosen]), informative=informative,
                  metrics=metrics), data_position
 
 
-def sft_sequences(run, config, data_position: int, batch_size: int) -> sequences.Sequences:
-  """Supervised rows: prompt, then the reference solution and EOS as the completion."""
+def sft_sequences(run, layout, config, data_position: int,
+                  batch_size: int) -> sequences.Sequences:
+  """Supervised rows: prompt, then the reference solution and EOS as the completion.
+
+  This process reads and encodes only the rows its devices hold.
+  """
   ro = config.rollout
   tok = run.tokenizer
-  examples = [run.task.train(data_position + i) for i in range(batch_size)]
+  sharding = layout.rows(batch_size)
+  rows = host_data.owned_rows(sharding, batch_size)
+  examples = [run.task.train(data_position + int(i)) for i in rows]
   prompt_ids, prompt_mask = encode_prompts(run, examples, ro.max_prompt_len, tok.pad_id)
   n = ro.max_new_tokens
-  comp = np.full((batch_size, n), tok.pad_id, np.int32)
-  comp_mask = np.zeros((batch_size, n), np.int32)
+  comp = np.full((len(rows), n), tok.pad_id, np.int32)
+  comp_mask = np.zeros((len(rows), n), np.int32)
   for i, ex in enumerate(examples):
     ids = [*tok.encode(ex.solution), tok.eos_ids[0]]
     if len(ids) > n:
@@ -147,13 +207,14 @@ def sft_sequences(run, config, data_position: int, batch_size: int) -> sequences
                        f"EOS, more than config.rollout.max_new_tokens={n}")
     comp[i, : len(ids)] = ids
     comp_mask[i, : len(ids)] = 1
+  put = lambda x: host_data.from_rows(sharding, rows, x, batch_size)
   return sequences.Sequences(
-    tokens=jnp.asarray(np.concatenate([prompt_ids, comp], axis=1)),
-    attn_mask=jnp.asarray(np.concatenate([prompt_mask, comp_mask], axis=1)),
-    completion_mask=jnp.asarray(comp_mask))
+    tokens=put(np.concatenate([prompt_ids, comp], axis=1)),
+    attn_mask=put(np.concatenate([prompt_mask, comp_mask], axis=1)),
+    completion_mask=put(comp_mask))
 
 
-def evaluate(run, graphdef, params, config, key) -> dict[str, float]:
+def evaluate(run, layout, graphdef, params, config, key) -> dict[str, float]:
   """Held-out greedy accuracy and unbiased pass@k at the rollout temperature."""
   ev = config.eval
   heldout = list(run.task.heldout)[: ev.num_prompts]
@@ -161,14 +222,17 @@ def evaluate(run, graphdef, params, config, key) -> dict[str, float]:
   greedy, sampled = [], []
   for start in range(0, len(heldout), chunk):
     part = heldout[start:start + chunk]
-    padded = part + [part[-1]] * (chunk - len(part))  # fixed shape: one compilation
-    out = _generate(run, graphdef, params, config, padded, key, num_samples=1, temperature=0.0)
-    greedy.append(evaluation.correctness(decode_completions(run.tokenizer, out), padded,
-                                         run.task.reward_fn)[: len(part)])
-    out = _generate(run, graphdef, params, config, padded, jax.random.fold_in(key, start),
-                    num_samples=ev.samples, temperature=config.rollout.temperature)
-    rep = [ex for ex in padded for _ in range(ev.samples)]
-    c = evaluation.correctness(decode_completions(run.tokenizer, out), rep, run.task.reward_fn)
+    # A fixed shape (the last chunk padded with its last problem): one compilation.
+    example_at = lambda i, part=part: part[min(i, len(part) - 1)]
+    gen = _generate(run, layout, graphdef, params, config, example_at, chunk, key,
+                    num_samples=1, temperature=0.0)
+    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
+    greedy.append(_gather_rows(layout, gen, correct.astype(np.float32))[: len(part)])
+    gen = _generate(run, layout, graphdef, params, config, example_at, chunk,
+                    jax.random.fold_in(key, start), num_samples=ev.samples,
+                    temperature=config.rollout.temperature)
+    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
+    c = _gather_rows(layout, gen, correct.astype(np.float32))
     sampled.append(c.reshape(chunk, ev.samples)[: len(part)])
   correct_pg = np.concatenate(sampled)
   return {

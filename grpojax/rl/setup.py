@@ -83,6 +83,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "tokenizer.path", "a data file needs a real tokenizer: set model.checkpoint or "
          "tokenizer.path (the character tokenizer only covers the built-in tasks)")
   _check(config.model.dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}")
+  _check(config.model.remat in models.REMAT_POLICIES, "model.remat",
+         f"must be one of {sorted(models.REMAT_POLICIES)}, got {config.model.remat!r}")
   objective = objectives.make(config.objective)  # validates the objective, naming its fields
   _check(objective.config.surrogate.name != "flowrl", "objective.surrogate.name",
          "flowrl needs a learned log Z head, which the trainer does not build yet")
@@ -108,14 +110,16 @@ def build_model(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
   m = config.model
   dtype = _DTYPES[m.dtype]
   if m.checkpoint:
-    return models.from_pretrained(m.checkpoint, dtype=dtype)
+    model = models.from_pretrained(m.checkpoint, dtype=dtype)
+    model.remat = m.remat
+    return model
   cfg = models.ModelConfig(
     model_type=m.model_type, vocab_size=tokenizer.vocab_size, hidden_size=m.hidden_size,
     intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
     num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, attention_bias=m.model_type == "qwen2",
     qk_norm=m.model_type == "qwen3", tie_word_embeddings=True, bos_token_id=tokenizer.bos_id,
     eos_token_id=tokenizer.eos_ids[0])
-  return models.Decoder(cfg, rngs=nnx.Rngs(m.init_seed), dtype=dtype)
+  return models.Decoder(cfg, rngs=nnx.Rngs(m.init_seed), dtype=dtype, remat=m.remat)
 
 
 def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):

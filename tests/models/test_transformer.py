@@ -1,5 +1,6 @@
 """Logit parity with Hugging Face `transformers` in both directions, for every family."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -96,3 +97,32 @@ def test_bf16_parameters_load_and_cast(hf_checkpoint):
   high, _ = _our_logits(models.from_pretrained(path), ids, mask)
   # bf16 keeps ~3 significant digits: close to, but not equal to, float32.
   assert 0 < np.abs(low - high)[mask.astype(bool)].max() < 0.1 * np.abs(high).max()
+
+
+def test_remat_policies_give_the_same_loss_and_gradients_with_less_saved_memory():
+  cfg = models.ModelConfig(model_type="qwen2", vocab_size=61, hidden_size=32, intermediate_size=64,
+                           num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                           attention_bias=True)
+  ids = jnp.asarray(np.random.RandomState(0).randint(0, 61, (4, 16)))
+
+  def loss_and_grads(remat):
+    model = models.Decoder(cfg, rngs=nnx.Rngs(0), remat=remat)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+      logits = nnx.merge(graphdef, p)(ids).logits
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ids[..., None], -1))
+
+    fn = jax.jit(jax.value_and_grad(loss))
+    temp = fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+    return fn(params), temp
+
+  (ref_loss, ref_grads), ref_temp = loss_and_grads("none")
+  for policy in ("full", "dots", "dots_all"):
+    (l, g), temp = loss_and_grads(policy)
+    np.testing.assert_allclose(l, ref_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, ref_grads)
+    if policy == "full":
+      assert temp < ref_temp, (temp, ref_temp)
+  with pytest.raises(ValueError, match="remat='everything'"):
+    models.Decoder(cfg, rngs=nnx.Rngs(0), remat="everything")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from grpojax.parallel import layout as layout_lib
+from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import rollout, setup
 from grpojax.tasks import example as example_lib
 
@@ -43,6 +45,9 @@ def _task():
   return example_lib.Task(name="fake", train=train, heldout=[train(1)], reward_fn=reward)
 
 
+ONE_DEVICE = layout_lib.Layout(mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
+
+
 @pytest.fixture(scope="module")
 def fake_run():
   config = _config(dynamic=True)
@@ -53,7 +58,8 @@ def fake_run():
 def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
   config = _config(dynamic=True)
   graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(fake_run, graphdef, params, config, 0, jax.random.key(0))
+  ro, position = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
+                                        jax.random.key(0))
   p, g = 4, config.rollout.samples_per_prompt
   assert ro.seqs.tokens.shape[0] == p * g  # shape never changes
   rewards_pg = ro.rewards.reshape(p, g)
@@ -72,7 +78,8 @@ def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
 def test_without_dynamic_sampling_one_batch_in_order(fake_run):
   config = _config(dynamic=False)
   graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(fake_run, graphdef, params, config, 0, jax.random.key(0))
+  ro, position = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
+                                        jax.random.key(0))
   assert position == 4 and ro.metrics["rollout/generation_batches"] == 1
   decided = ro.rewards.reshape(4, -1)[[0, 2]]
   assert (decided == 1.0).all()  # prompts 0 and 2 kept in place, uninformative
@@ -84,3 +91,24 @@ def test_too_long_prompt_is_named(fake_run):
   ex = example_lib.Example(prompt="1" * 40, answer="1", solution="1")
   with pytest.raises(ValueError, match="max_prompt_len"):
     rollout.encode_prompts(fake_run, [ex], config.rollout.max_prompt_len, 0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_rollout_split_over_eight_devices_equals_one_device(fake_run, dynamic):
+  """Rows split over 8 devices (each reading and verifying its own) give the same rollout."""
+  config = _config(dynamic=dynamic)
+  graphdef, params = nnx.split(fake_run.model, nnx.Param)
+  eight = layout_lib.Layout(mesh_lib.make_mesh({"data": 4, "fsdp": 2}))
+  one, pos1 = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
+                                    jax.random.key(3))
+  many, pos8 = rollout.sample_groups(fake_run, eight, graphdef,
+                                     jax.device_put(params, eight.sample_shardings(params)),
+                                     config, 0, jax.random.key(3))
+  assert pos1 == pos8
+  assert many.seqs.tokens.sharding.spec[0] == ("data", "fsdp")
+  np.testing.assert_array_equal(one.rewards, many.rewards)
+  for a, b in zip(jax.tree.leaves(one.seqs), jax.tree.leaves(many.seqs), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_allclose(np.asarray(one.sampler_logprobs),
+                             np.asarray(many.sampler_logprobs), atol=1e-5)
+  assert one.metrics == many.metrics
