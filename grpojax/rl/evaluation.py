@@ -30,4 +30,5 @@ def mean_pass_at_k(correct_pg: np.ndarray, k: int) -> float:
 def correctness(texts: Sequence[str], examples: Sequence, reward_fn: Callable,
                 threshold: float = 1.0) -> np.ndarray:
   """1.0 where the reward of a text reaches `threshold` (a fully correct answer)."""
-  return np.asarray([float(reward_fn(t, ex) >= threshold) for t, ex in zip(texts, examples)])
+  return np.asarray([float(reward_fn(t, ex) >= threshold)
+                     for t, ex in zip(texts, examples, strict=True)])

@@ -37,7 +37,7 @@ class Rollout(NamedTuple):
 def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.ndarray, ...]:
   """Left-padded prompt ids [P, max_prompt_len] and mask; a too-long prompt is an error."""
   ids = [run.encode_prompt(ex) for ex in examples]
-  for ex, p in zip(examples, ids):
+  for ex, p in zip(examples, ids, strict=True):
     if len(p) > max_prompt_len:
       raise ValueError(f"prompt {ex.prompt[:60]!r} has {len(p)} tokens, more than "
                        f"config.rollout.max_prompt_len={max_prompt_len}")
@@ -46,7 +46,8 @@ def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.
 
 def decode_completions(tokenizer, tokens, mask) -> list[str]:
   tokens, mask = np.asarray(tokens), np.asarray(mask)
-  return [tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(tokens, mask)]
+  return [tokenizer.decode(row[: int(m.sum())].tolist())
+          for row, m in zip(tokens, mask, strict=True)]
 
 
 class Generated(NamedTuple):
@@ -130,7 +131,8 @@ def sample_groups(run, layout, graphdef, params, config, data_position: int,
     data_position += p
     comp = gen.completions
     comps.append(comp)
-    local = np.asarray([run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples)],
+    local = np.asarray([run.task.reward_fn(t, ex)
+                        for t, ex in zip(gen.texts, gen.examples, strict=True)],
                        np.float32)
     rewards = _gather_rows(layout, gen, local)
     lengths_b = host_data.to_numpy(jnp.sum(comp.mask, axis=1))

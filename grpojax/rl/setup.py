@@ -14,8 +14,8 @@ import ml_collections
 from flax import nnx
 
 from grpojax import models, objectives, tasks
-from grpojax.tasks import gsm8k
 from grpojax.models import tokenizers
+from grpojax.tasks import gsm8k
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

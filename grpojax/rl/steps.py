@@ -105,5 +105,6 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
 
-  return StepFns(graphdef=graphdef, score=score, grad=grad, grad_on_policy=grad_on_policy, update=update, sft_grad=sft_grad)
+  return StepFns(graphdef=graphdef, score=score, grad=grad, grad_on_policy=grad_on_policy,
+                 update=update, sft_grad=sft_grad)
 

@@ -41,5 +41,5 @@ def test_grad_on_policy_equals_score_then_grad():
   assert float(d1) == float(d2)
   for k in m1:
     np.testing.assert_allclose(m2[k], m1[k], rtol=1e-5, atol=1e-6, err_msg=k)
-  for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+  for a, c in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
     np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-7)
