@@ -45,6 +45,17 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
     every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8))
   c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2))
+  # Numerics of the policy, read by the sampler and the trainer alike (grpojax.precision):
+  # matmul default | fp8 | fp8_block for every decoder projection (Jet-RL's unified FP8 flow);
+  # rollout_matmul "same", or another matmul for the sampler only (the naive FP8-rollout
+  # baseline); base_format none | nvfp4 | int4 | fp8 freezes a quantised base under LoRA
+  # adapters (QeRL), with Adaptive Quantization Noise on the rollout model's RMSNorm scales.
+  c.precision = ml_collections.ConfigDict(dict(
+    matmul="default", rollout_matmul="same", lm_head_f32=False, base_format="none",
+    lora=ml_collections.ConfigDict(dict(
+      rank=0, alpha=16.0, targets=r"(q|k|v|o|gate|up|down)_proj")),
+    aqn=ml_collections.ConfigDict(dict(
+      enabled=False, sigma_start=1e-2, sigma_end=1e-4, num_stages=10))))
   # Device mesh over all processes' devices: data x fsdp x tensor, one size may be -1 (the
   # rest). Training shards parameters over fsdp and tensor; the sampler keeps them whole on
   # each fsdp group (grpojax.parallel.rules.SAMPLE_RULES). Batches split over data x fsdp.

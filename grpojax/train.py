@@ -27,6 +27,8 @@ from grpojax.parallel import host_data
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
 from grpojax.parallel import steps as parallel_steps
+from grpojax.precision import noise
+from grpojax.precision import policy as precision_policy
 from grpojax.rl import rollout, setup, steps
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
@@ -73,14 +75,28 @@ def _concat_micro(layout, fn, seqs, micro_rows):
   return jax.tree.map(cat, *outs, is_leaf=lambda x: x is None)
 
 
-def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, sample_shardings):
+def _rollout_params(config, state: TrainState, sample_shardings, rl_step: int, key):
+  """The sampler's copy of the policy, in its own layout (the same arrays when the layouts
+  agree), with QeRL's Adaptive Quantization Noise on its RMSNorm scales when enabled (arXiv
+  2510.11696; fresh noise on the clean weights each step, never accumulated)."""
+  params = jax.device_put(state.params, sample_shardings)
+  aqn = config.precision.aqn
+  if aqn.enabled:
+    sigma = noise.aqn_sigma(rl_step, config.train.steps, num_stages=aqn.num_stages,
+                            sigma_start=aqn.sigma_start, sigma_end=aqn.sigma_end)
+    if sigma > 0:
+      params = noise.add_norm_noise(params, jax.random.fold_in(key, 7), sigma)
+  return params
+
+
+def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, sample_shardings,
+             sample_graphdef, rl_step: int):
   """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
   ro, tr = config.rollout, config.train
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   t0 = time.perf_counter()
-  # The sampler's copy of the policy, in its own layout (the same arrays when the layouts agree).
-  sample_params = jax.device_put(state.params, sample_shardings)
-  ro_batch, position = rollout.sample_groups(run, layout, fns.graphdef, sample_params, config,
+  sample_params = _rollout_params(config, state, sample_shardings, rl_step, key)
+  ro_batch, position = rollout.sample_groups(run, layout, sample_graphdef, sample_params, config,
                                              int(state.data_position), jax.random.fold_in(key, 0))
   del sample_params
   seqs = ro_batch.seqs
@@ -144,8 +160,7 @@ def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, sa
   logs["loss"] = float(np.mean(losses))
   logs["grad_norm"] = float(np.mean(grad_norms))
   logs["entropy/mean"] = float(masked.masked_mean(entropy, mask))
-  logs["mismatch/sampler_vs_trainer_abs_logprob"] = float(masked.masked_mean(
-    jnp.abs(old_lp - ro_batch.sampler_logprobs), mask))
+  logs.update(mismatch_metrics(old_lp, ro_batch.sampler_logprobs, mask))
   logs["time/sample_s"], logs["time/score_s"], logs["time/learn_s"] = t1 - t0, t2 - t1, t3 - t2
   logs["time/tokens_per_s"] = float(jnp.sum(seqs.completion_mask)) / max(t1 - t0, 1e-9)
   state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -179,6 +194,33 @@ def check_mesh_divides(config: ml_collections.ConfigDict, layout) -> None:
         f"(config.mesh: {dict(layout.mesh.shape)}); make it a multiple of {shards}")
 
 
+def mismatch_metrics(trainer_lp, sampler_lp, mask, tis_cap: float = 2.0) -> dict[str, float]:
+  """How far the sampler's log-probs are from the trainer's on the same tokens.
+
+  Returns:
+    mean |Δ log p|, the k3 estimate of KL(sampler || trainer) per token, and the fraction of
+    tokens whose ratio π_trainer/π_sampler lies outside [1/tis_cap, tis_cap] (what TIS/MIS
+    corrections with that cap would clip).
+  """
+  delta = trainer_lp - sampler_lp
+  log_r = jnp.clip(delta, -20.0, 20.0)
+  k3 = jnp.exp(log_r) - 1.0 - log_r
+  beyond = (jnp.abs(delta) > np.log(tis_cap)).astype(jnp.float32)
+  return {"mismatch/abs_logprob": float(masked.masked_mean(jnp.abs(delta), mask)),
+          "mismatch/k3_kl": float(masked.masked_mean(k3, mask)),
+          "mismatch/beyond_tis_frac": float(masked.masked_mean(beyond, mask))}
+
+
+def _sample_graphdef(model, config):
+  """The sampler's graph: the trainer's, or (naive FP8 rollout) another matmul precision."""
+  matmul = config.precision.rollout_matmul
+  if matmul in ("same", config.precision.matmul):
+    return nnx.split(model)[0]
+  rollout_model = nnx.clone(model)
+  precision_policy.set_matmul(rollout_model, matmul)
+  return nnx.split(rollout_model)[0]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) the configured run in `workdir`.
 
@@ -197,14 +239,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run = setup.build_run(config, workdir)
   w, r = config.warm_start.steps, config.train.steps
   sft_opt, rl_opt = _optimizer(config.warm_start, w), _optimizer(config.optim, r)
-  graphdef, params0 = nnx.split(run.model, nnx.Param)
+  graphdef, params0 = nnx.split(run.model)
+  sample_graphdef = _sample_graphdef(run.model, config)
+  trainable = setup.trainable_filter(config)
   use_ref = setup.needs_reference(config)
   first_opt = sft_opt if w > 0 else rl_opt
+  opt_init = lambda opt, params: opt.init(steps.split_trainable(params, trainable)[0])
 
   def make_state(params) -> TrainState:
     # The reference is a copy: `update` donates the parameters' buffers.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=first_opt.init(params), objective_state=run.objective.init(),
+                      opt_state=opt_init(first_opt, params), objective_state=run.objective.init(),
                       ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
                       data_position=jnp.zeros((), jnp.int32))
 
@@ -232,8 +277,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     else metrics_lib.NullWriter()
   chunk = config.train.logprob_chunk
   build = lambda opt, **kw: parallel_steps.sharded_steps(
-    steps.build(graphdef, run.objective, opt, seq_chunk=chunk, vocab_chunk=None, **kw),
-    mesh=layout.mesh, param_shardings=train_shardings, opt_shardings=opt_shardings)
+    steps.build(graphdef, run.objective, opt, seq_chunk=chunk, vocab_chunk=None,
+                trainable=trainable, **kw),
+    mesh=layout.mesh, param_shardings=train_shardings, opt_shardings=opt_shardings,
+    trainable=trainable)
   fns = build(rl_opt, temperature=config.rollout.temperature, compute_entropy=True)
   sft_fns = build(sft_opt, temperature=1.0, compute_entropy=False)
   seed_key = jax.random.key(config.seed)
@@ -243,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def evaluate(tag: str, step: int) -> dict[str, float]:
     params = jax.device_put(state.params, sample_shardings)
-    res = rollout.evaluate(run, layout, graphdef, params, config, eval_key)
+    res = rollout.evaluate(run, layout, sample_graphdef, params, config, eval_key)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()})
     log(f"[eval: {tag}] " + metrics_lib.format_console_line(step, res), flush=True)
     return res
@@ -266,11 +313,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       finite = bool(finite)
       if step + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
         state = state._replace(
-          opt_state=jax.jit(rl_opt.init, out_shardings=opt_shardings)(state.params),
+          opt_state=jax.jit(lambda p: opt_init(rl_opt, p),
+                            out_shardings=opt_shardings)(state.params),
           ref_params=layout_lib.copy_tree(state.params) if use_ref else None)
     else:
       state, logs, finite = _rl_step(run, layout, config, fns, state, key, use_ref,
-                                     sample_shardings)
+                                     sample_shardings, sample_graphdef, step - w)
     logs["time/step_s"] = time.perf_counter() - t0
     if finite:
       bad_in_a_row = 0
@@ -298,9 +346,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   final = evaluate("final", w + r)
   # The trained policy as a Hugging Face checkpoint: loads in transformers and vLLM.
   host_params = jax.tree.map(host_data.to_numpy, state.params)
-  if is_main:
-    models.save_pretrained(nnx.merge(graphdef, host_params), os.path.join(workdir, "policy"),
-                           overwrite=True)
+  if is_main:  # LoRA adapters are merged into full weights (precision.policy.merged_model)
+    models.save_pretrained(precision_policy.merged_model(nnx.merge(graphdef, host_params)),
+                           os.path.join(workdir, "policy"), overwrite=True)
     writer.flush()
     metrics_lib.plot_curves(writer.history_path, os.path.join(workdir, "curves.png"), keys=[
       "sft/nll", "reward/mean", "eval/greedy_accuracy", "eval/pass@" + str(config.eval.pass_k),

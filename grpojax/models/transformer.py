@@ -43,11 +43,25 @@ def _normal_init(stddev: float = 0.02):
   return jax.nn.initializers.normal(stddev)
 
 
+class Frozen(nnx.Variable):
+  """A weight that is never trained (e.g. a quantised base kernel under LoRA)."""
+
+
 class Dense(nnx.Module):
   """y = x @ kernel (+ bias), computed as one 2-D matmul.
 
   Flattening leading axes to a 2-D `[B·T, D] @ [D, F]` product lets XLA's CPU backend avoid
   physical transposes in the weight-gradient matmuls (1.3-1.4x faster training steps).
+
+  Precision hooks (plain attributes, part of the graph definition, so a sampler and a trainer
+  built from the same definition compute the same function; see `grpojax.precision.policy`):
+    matmul: "default" (the compute dtype), "fp8" (e4m3 forward with a per-tensor weight scale
+      and per-token activation scales, e5m2 gradients) or "fp8_block" (128x128 weight blocks,
+      1x128 activation groups; Jet-RL's granularity, arXiv 2601.14243).
+    kernel may be None, with a frozen quantised base instead: `quant_values` and `quant_scales`
+      (`Frozen`; for NVFP4 also `quant_tensor_scale`) in the `quant_format` of
+      `grpojax.precision.formats.quantize_weight`, dequantised in the forward.
+    lora_a [in, r] and lora_b [r, out] (`nnx.LoRAParam`, or None) add `lora_scale · x A B`.
   """
 
   def __init__(self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype,
@@ -55,10 +69,45 @@ class Dense(nnx.Module):
     self.kernel = nnx.Param(_normal_init()(rngs.params(), (in_features, out_features), param_dtype))
     self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
     self.dtype = dtype
+    self.matmul = "default"
+    self.quant_format = None
+    # Data attributes (arrays may be assigned later by grpojax.precision.policy).
+    self.quant_values = nnx.data(None)
+    self.quant_scales = nnx.data(None)
+    self.quant_tensor_scale = nnx.data(None)
+    self.lora_a = nnx.data(None)
+    self.lora_b = nnx.data(None)
+    self.lora_scale = 0.0
+
+  def weight(self) -> Array:
+    """The kernel [in, out] the forward multiplies by (dequantised when stored quantised)."""
+    if self.kernel is not None:
+      return self.kernel[...]
+    from grpojax.precision import formats  # a leaf module; imported late to keep models light
+    if self.quant_format == "nvfp4":
+      q = formats.NVFP4(self.quant_values[...], self.quant_scales[...],
+                        self.quant_tensor_scale[...])
+    else:
+      q = formats.Quantized(self.quant_values[...], self.quant_scales[...])
+    return formats.dequantize_weight(q, jnp.float32)
 
   def __call__(self, x: Array) -> Array:
     lead = x.shape[:-1]
-    y = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+    x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+    w = self.weight().astype(self.dtype)
+    if self.matmul == "default":
+      y = x2 @ w
+    else:
+      from grpojax.precision import matmul as fp8
+      # Activations are scaled per token (per 1x128 group with blocks), never per tensor: a
+      # per-tensor scale would depend on the other rows of the batch, so one token's FP8 value
+      # would differ between a decode step and the trainer's full-sequence forward.
+      block = self.matmul == "fp8_block"
+      y = fp8.fp8_matmul(x2, w, x_block=(1, 128) if block else (1, x2.shape[1]),
+                         w_block=(128, 128) if block else None)
+    if self.lora_a is not None:
+      y = y + (x2 @ self.lora_a[...].astype(self.dtype)) @ (
+        self.lora_b[...].astype(self.dtype) * self.lora_scale)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y.reshape(*lead, y.shape[-1])
@@ -189,6 +238,7 @@ class Decoder(nnx.Module):
     dtype: compute dtype of activations and matmuls (parameters keep `param_dtype`).
     remat: rematerialisation policy of each layer's forward when no cache is given (training),
       a key of `REMAT_POLICIES`; a plain attribute, so it can be set after loading.
+    lm_head_f32: compute the unembedding in float32 whatever `dtype` is.
   """
 
   def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
@@ -198,6 +248,7 @@ class Decoder(nnx.Module):
     self.config = cfg
     self.dtype = dtype
     self.remat = remat
+    self.lm_head_f32 = False
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs)
     self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
@@ -214,8 +265,9 @@ class Decoder(nnx.Module):
   def logits(self, hidden_btd: Array) -> Array:
     """Float32 logits [B, T, V] from last-layer hidden states."""
     b, t, d = hidden_btd.shape
-    w = self.unembedding().astype(self.dtype)
-    out = jnp.dot(hidden_btd.reshape(b * t, d).astype(self.dtype), w,
+    dtype = jnp.float32 if self.lm_head_f32 else self.dtype
+    w = self.unembedding().astype(dtype)
+    out = jnp.dot(hidden_btd.reshape(b * t, d).astype(dtype), w,
                   preferred_element_type=jnp.float32)
     return out.reshape(b, t, -1)
 

@@ -56,6 +56,10 @@ DEFAULT_PARAM_AXES: tuple[tuple[str, LogicalSpec], ...] = (
   (rf"{_LAYER}/mlp/down_proj/bias", ("embed",)),
   (rf"({_LAYER}/(input|post_attention)_layernorm|norm)/scale", ("norm",)),
   (r"lm_head/kernel", ("embed", "vocab")),
+  # LoRA adapters and a frozen quantised base (grpojax.precision.policy): small or
+  # oddly-shaped (block scales), kept whole on every device.
+  (r"lora_(a|b)", None),
+  (r"quant_(values|scales|tensor_scale)", None),
 )
 
 DEFAULT_LOGICAL_AXES: dict[str, MeshAxes] = {

@@ -9,14 +9,15 @@ sharded and unsharded programs compute the same function.
 """
 
 import jax
+from flax import nnx
 
 from grpojax.parallel import rules as rules_lib
 from grpojax.rl import steps as rl_steps
 
 
 def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shardings,
-                  opt_shardings, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES
-                  ) -> rl_steps.StepFns:
+                  opt_shardings, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES,
+                  trainable=nnx.Param) -> rl_steps.StepFns:
   """`fns` with every function re-jitted for `mesh`.
 
   Args:
@@ -25,6 +26,7 @@ def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shard
     param_shardings: `rules.param_shardings(params, mesh)`; gradients use the same layout.
     opt_shardings: `rules.param_shardings(opt_state, mesh)`.
     rules: supplies the batch layout (`rules.batch_sharding`).
+    trainable: the filter `fns` was built with; gradients take the layout of that part.
 
   Returns:
     A `StepFns` with the same signatures: sequences and loss batches split over the batch axes,
@@ -32,6 +34,7 @@ def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shard
     and optimiser state (do not reuse them after the call).
   """
   data = rules_lib.batch_sharding(mesh, rules)
+  grads = rl_steps.split_trainable(param_shardings, trainable)[0]
   rep = rules_lib.replicated(mesh)
 
   def rejit(fn, in_shardings, out_shardings, donate_argnums=()):
@@ -41,11 +44,10 @@ def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shard
   return rl_steps.StepFns(
     graphdef=fns.graphdef,
     score=rejit(fns.score, (param_shardings, data), (data, data)),
-    grad=rejit(fns.grad, (param_shardings, data, data, rep, rep),
-               (param_shardings, rep, rep, rep, rep)),
+    grad=rejit(fns.grad, (param_shardings, data, data, rep, rep), (grads, rep, rep, rep, rep)),
     grad_on_policy=rejit(fns.grad_on_policy, (param_shardings, data, data, rep, rep),
-                         (param_shardings, rep, rep, rep, rep, data, data)),
-    update=rejit(fns.update, (param_shardings, opt_shardings, param_shardings, rep),
+                         (grads, rep, rep, rep, rep, data, data)),
+    update=rejit(fns.update, (param_shardings, opt_shardings, grads, rep),
                  (param_shardings, opt_shardings, rep, rep), donate_argnums=(0, 1)),
-    sft_grad=rejit(fns.sft_grad, (param_shardings, data), (param_shardings, rep, rep)),
+    sft_grad=rejit(fns.sft_grad, (param_shardings, data), (grads, rep, rep)),
   )

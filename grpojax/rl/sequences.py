@@ -59,11 +59,13 @@ def policy_outputs(model: transformer.Decoder, seqs: Sequences, *, temperature: 
   mask = seqs.attn_mask
   out = model(seqs.tokens, positions_bt=transformer.positions_from_mask(mask),
               attn_mask_bts=transformer.causal_padding_mask(mask), return_logits=False)
-  hidden = out.hidden[:, -n - 1:-1]
+  # The LM head in the dtype of the sampler's `model.logits`: both score the same function.
+  head_dtype = jnp.float32 if model.lm_head_f32 else model.dtype
+  hidden = out.hidden[:, -n - 1:-1].astype(head_dtype)
   targets = seqs.tokens[:, -n:]
   logp, ent = logprobs_lib.token_logprobs_and_entropy(
-    hidden, model.unembedding(), targets, temperature=temperature, seq_chunk=seq_chunk,
-    vocab_chunk=vocab_chunk, compute_entropy=compute_entropy)
+    hidden, model.unembedding().astype(head_dtype), targets, temperature=temperature,
+    seq_chunk=seq_chunk, vocab_chunk=vocab_chunk, compute_entropy=compute_entropy)
   return compose.PolicyOutputs(logprobs=logp, entropy=ent, log_z=None, values=None)
 
 

@@ -85,9 +85,48 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(config.model.dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}")
   _check(config.model.remat in models.REMAT_POLICIES, "model.remat",
          f"must be one of {sorted(models.REMAT_POLICIES)}, got {config.model.remat!r}")
+  _validate_precision(config)
   objective = objectives.make(config.objective)  # validates the objective, naming its fields
   _check(objective.config.surrogate.name != "flowrl", "objective.surrogate.name",
          "flowrl needs a learned log Z head, which the trainer does not build yet")
+
+
+def _validate_precision(config: ml_collections.ConfigDict) -> None:
+  from grpojax.precision import formats, policy
+  pr = config.precision
+  _check(pr.matmul in policy.MATMULS, "precision.matmul",
+         f"must be one of {policy.MATMULS}, got {pr.matmul!r}")
+  _check(pr.rollout_matmul == "same" or pr.rollout_matmul in policy.MATMULS,
+         "precision.rollout_matmul", f"must be 'same' or one of {policy.MATMULS}")
+  _check(pr.base_format == "none" or pr.base_format in formats.WEIGHT_FORMATS,
+         "precision.base_format", f"must be 'none' or one of {formats.WEIGHT_FORMATS}")
+  _check(pr.lora.rank >= 0, "precision.lora.rank", "must be >= 0")
+  _check(pr.base_format == "none" or pr.lora.rank > 0, "precision.lora.rank",
+         "a quantised base is frozen: set precision.lora.rank > 0 to train adapters")
+  _check(not pr.aqn.enabled or pr.aqn.num_stages >= 1, "precision.aqn.num_stages", "must be >= 1")
+  _check(not pr.aqn.enabled or 0 < pr.aqn.sigma_end <= pr.aqn.sigma_start,
+         "precision.aqn.sigma_end", "must be in (0, precision.aqn.sigma_start]")
+
+
+def apply_precision(model: models.Decoder, config: ml_collections.ConfigDict) -> models.Decoder:
+  """Applies `config.precision` to a freshly built policy, in place (see grpojax.precision)."""
+  import jax
+
+  from grpojax.precision import policy
+  pr = config.precision
+  policy.set_matmul(model, pr.matmul)
+  policy.set_lm_head_f32(model, pr.lm_head_f32)
+  if pr.base_format != "none":
+    policy.quantize_base(model, pr.base_format, pr.lora.targets)
+  if pr.lora.rank > 0:
+    policy.add_lora(model, rank=pr.lora.rank, alpha=pr.lora.alpha, targets=pr.lora.targets,
+                    key=jax.random.key(config.model.init_seed + 1))
+  return model
+
+
+def trainable_filter(config: ml_collections.ConfigDict):
+  """What the optimiser updates: LoRA adapters when configured, else every parameter."""
+  return nnx.LoRAParam if config.precision.lora.rank > 0 else nnx.Param
 
 
 def needs_reference(config: ml_collections.ConfigDict) -> bool:
@@ -112,14 +151,15 @@ def build_model(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
   if m.checkpoint:
     model = models.from_pretrained(m.checkpoint, dtype=dtype)
     model.remat = m.remat
-    return model
+    return apply_precision(model, config)
   cfg = models.ModelConfig(
     model_type=m.model_type, vocab_size=tokenizer.vocab_size, hidden_size=m.hidden_size,
     intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
     num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, attention_bias=m.model_type == "qwen2",
     qk_norm=m.model_type == "qwen3", tie_word_embeddings=True, bos_token_id=tokenizer.bos_id,
     eos_token_id=tokenizer.eos_ids[0])
-  return models.Decoder(cfg, rngs=nnx.Rngs(m.init_seed), dtype=dtype, remat=m.remat)
+  return apply_precision(
+    models.Decoder(cfg, rngs=nnx.Rngs(m.init_seed), dtype=dtype, remat=m.remat), config)
 
 
 def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
