@@ -20,7 +20,8 @@ unit-tested. The XManager part (`_launch`) is written against xmanager's public 
 optional extra and is not installed in the development environment. Still to check on first
 real use: the base image (it must install this package's requirements; a TPU image needs
 `jax[tpu]`) and how a multi-host job learns its coordinator address and process id (Vertex sets
-cluster environment variables; `grpojax.main` currently takes them as flags only).
+cluster environment variables; jobs of more than one host get `--distributed`, with which
+`grpojax.main` calls `jax.distributed.initialize()` to detect them).
 Accelerator resource names accepted by `xm.JobRequirements` differ between xmanager versions;
 check `xm.ResourceType` of the installed version if the job is rejected. Without xmanager,
 `main` exits with an install hint unless `--print_only` is given.
@@ -172,6 +173,13 @@ def jobs_from_sweep(config_path: str, workdir_root: str, *,
   return jobs
 
 
+def multi_host(jobs, hosts: int):
+  """`jobs` with `--distributed` added to each job's arguments when it spans several hosts."""
+  if hosts <= 1:
+    return jobs
+  return [(name, [*args, "--distributed"]) for name, args in jobs]
+
+
 def tpu_hosts(tpu_topology: str) -> tuple[str, int, int]:
   """`v5p-64` -> ('v5p', chips, hosts); slice names count cores on v4/v5p, chips on v5e/v6e."""
   match = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", tpu_topology)
@@ -260,6 +268,7 @@ def main(argv):
   requirements = requirements_kwargs(f.platform, tpu_topology=f.tpu_topology,
                                      gpu_type=f.gpu_type, gpus_per_host=f.gpus_per_host,
                                      hosts=f.hosts)
+  jobs = multi_host(jobs, requirements["hosts"])
   print(f"{len(jobs)} job(s), each {requirements}")
   for _, args in jobs:
     print(shlex.join(command(args)))

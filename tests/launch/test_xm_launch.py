@@ -121,6 +121,16 @@ def test_gpu_requirements_and_errors():
     xm_launch.requirements_kwargs("gpu", gpu_type="h100", gpus_per_host=0)
 
 
+def test_multi_host_jobs_join_jax_distributed():
+  jobs = [("a", ["--config=c.py", "--workdir=/w/a"])]
+  assert xm_launch.multi_host(jobs, 1) == jobs
+  hosts = xm_launch.requirements_kwargs("tpu", tpu_topology="v5p-64")["hosts"]
+  assert xm_launch.multi_host(jobs, hosts) == [("a", ["--config=c.py", "--workdir=/w/a",
+                                                      "--distributed"])]
+  from grpojax import main  # the flag the jobs pass exists in the entry point
+  assert "distributed" in main.FLAGS
+
+
 def test_main_without_xmanager_exits_with_install_hint():
   try:
     import xmanager  # noqa: F401
