@@ -237,6 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   run = setup.build_run(config, workdir)
+  if layout.batch_shards > 1:  # rows stay split over the batch axes through every layer
+    run.model.activation_sharding = layout.data
   w, r = config.warm_start.steps, config.train.steps
   sft_opt, rl_opt = _optimizer(config.warm_start, w), _optimizer(config.optim, r)
   graphdef, params0 = nnx.split(run.model)

@@ -1,4 +1,8 @@
-"""The compile-only dry run: abstract policy, compiled step functions, memory and flops."""
+"""The compile-only dry run: abstract policy, compiled step functions, memory and flops.
+
+Runs on the 8 fake CPU devices of `tests/conftest.py`; the single-device reports compile for a
+one-device mesh over the first of them.
+"""
 
 import json
 import os
@@ -11,14 +15,28 @@ from flax import nnx
 
 from configs import default
 from grpojax import dry_run, models
+from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _local_config(data: int = -1, fsdp: int = 1, tensor: int = 1):
+  """The `:local` smoke config with 8 prompts (32 rows, micro-batches of 8), so that every
+  batch divides by 8 devices; hidden 32, MLP 64 and 4 x 32 heads divide by 8 too."""
+  c = default.get_config("local")
+  c.rollout.prompts_per_step = 8
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = data, fsdp, tensor
+  return c
+
+
+def _one_device():
+  return mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+
+
 @pytest.fixture(scope="module")
 def local_report():
-  return dry_run.compile_only(default.get_config("local"))
+  return dry_run.compile_only(_local_config(), mesh=_one_device())
 
 
 def test_compiles_every_executable_with_positive_sizes(local_report):
@@ -33,7 +51,7 @@ def test_compiles_every_executable_with_positive_sizes(local_report):
 
 
 def test_shapes_follow_the_config(local_report):
-  c = default.get_config("local")
+  c = _local_config()
   model = setup.build_model(c, setup.build_tokenizer(c))  # tiny: the real one, for reference
   n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   s = local_report["shapes"]
@@ -53,17 +71,61 @@ def test_checkpoint_config_alone_is_enough(tmp_path):
                            bos_token_id=1, eos_token_id=2)
   with open(tmp_path / "config.json", "w") as f:
     json.dump(cfg.to_hf_dict(), f)
-  c = default.get_config("local")
+  c = _local_config()
   c.model.checkpoint = str(tmp_path)
   c.warm_start.steps = 0
-  rep = dry_run.compile_only(c)
+  rep = dry_run.compile_only(c, mesh=_one_device())
   assert rep["shapes"]["vocab"] == 64
   assert rep["grad"]["temp_bytes"] > 0
 
 
-def test_sharded_mesh_is_refused_not_ignored():
-  with pytest.raises(NotImplementedError, match="grpojax.parallel"):
-    dry_run.compile_only(default.get_config("local"), mesh_shape=(2, 4))
+@pytest.fixture(scope="module")
+def sharded_report():
+  """(data, fsdp, tensor) -> compile_only's report on 8 devices, each mesh compiled once."""
+  made = {}
+
+  def get(axes):
+    if axes not in made:
+      made[axes] = dry_run.compile_only(_local_config(*axes))
+    return made[axes]
+
+  return get
+
+
+@pytest.mark.parametrize("axes", [(8, 1, 1), (1, 8, 1), (2, 2, 2)])
+def test_compiles_for_an_eight_device_mesh(axes, sharded_report, local_report):
+  rep = sharded_report(axes)
+  assert rep["mesh"] == dict(zip(("data", "fsdp", "tensor"), axes, strict=True))
+  for name in ("sampler", "score", "grad", "update"):
+    assert rep[name]["argument_bytes"] > 0, name
+    assert rep[name]["peak_bytes"] > 0, name
+    assert rep[name]["transient_bytes"] >= 0, name
+  # update's arguments are exactly the resident params, AdamW state and gradient sum (plus the
+  # 4-byte denominator), so XLA's per-device count and the one from the shardings agree.
+  res = rep["resident"]
+  assert rep["update"]["argument_bytes"] == res["params"] + res["opt_state"] + res["grad_accum"] + 4
+  # Parameters are split only when fsdp or tensor > 1; data parallelism copies them.
+  if axes == (8, 1, 1):
+    assert res["params"] == local_report["resident"]["params"]
+    assert res["sampler_params"] == 0  # one layout serves training and sampling
+  else:
+    assert res["params"] < local_report["resident"]["params"]
+    assert res["sampler_params"] > res["params"]  # the sampler keeps data/fsdp copies whole
+
+
+def test_fsdp_shrinks_update_arguments_per_device(sharded_report, local_report):
+  """memory_analysis() of a sharded executable is per device: fsdp=8 splits every kernel and
+  the embedding 8 ways (only the small biases and norm scales stay whole)."""
+  one = local_report["update"]["argument_bytes"]
+  fsdp8 = sharded_report((1, 8, 1))["update"]["argument_bytes"]
+  assert one / 8 <= fsdp8 <= one / 4, (fsdp8, one)
+
+
+def test_mesh_that_does_not_divide_the_batch_is_refused():
+  c = _local_config(data=8)
+  c.rollout.prompts_per_step = 4  # 4 prompts, 16 rows: not a multiple of 8
+  with pytest.raises(ValueError, match=r"config.mesh .*8 ways.*prompts_per_step = 4"):
+    dry_run.compile_only(c)
 
 
 def test_table_lists_every_executable(local_report):
@@ -73,8 +135,10 @@ def test_table_lists_every_executable(local_report):
 
 
 def test_command_line():
+  # The child inherits conftest's 8 fake devices; config.mesh's data=-1 takes all of them.
   res = subprocess.run([sys.executable, "-m", "grpojax.dry_run",
-                        "--config=configs/default.py:local"], cwd=REPO, capture_output=True,
-                       text=True, timeout=120)
+                        "--config=configs/default.py:local", "--config.rollout.prompts_per_step=8"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "grad" in res.stdout and "temp MiB" in res.stdout
+  assert "data=8" in res.stdout and "resident MiB per device" in res.stdout
