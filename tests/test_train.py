@@ -98,3 +98,21 @@ def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
   with pytest.raises(FloatingPointError, match=r"step 3: 2 consecutive non-finite"):
     train.train_and_evaluate(config, str(tmp_path))
   assert seen == [3, 4]  # warm-start steps 0-1, then RL steps 2 and 3
+
+
+def test_fsdp_and_tensor_parallel_run_equals_data_parallel_run(tmp_path):
+  """The whole trainer on a (2, 2, 2) mesh (parameters split over fsdp and tensor, resharded to
+  the sampler's layout every step, activations pinned to the batch split) ends with the
+  parameters of the (8, 1, 1) data-parallel run."""
+  finals = []
+  for name, (data, fsdp, tensor) in (("dp", (8, 1, 1)), ("fsdp_tp", (2, 2, 2))):
+    config = _local_config()
+    with config.unlocked():
+      config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data, fsdp, tensor
+      config.objective.entropy_coef = 0.01  # non-zero RL gradients even at zero reward
+    train.train_and_evaluate(config, str(tmp_path / name))
+    finals.append(_final_params(str(tmp_path / name)))
+  (s1, p1), (s2, p2) = finals
+  assert s1 == s2 == 4
+  for a, b in zip(p1, p2, strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
