@@ -38,8 +38,10 @@ adds a per-device `resident` estimate, computed from the shardings rather than f
   opt_state    optimiser state (training layout; AdamW: two moments of the parameters)
   grad_accum   the gradient sum over a minibatch's micro-batches (training layout)
   ref_params   frozen reference policy, only when objective.kl.coef > 0 (training layout)
-  sampler_params  a sampling-layout copy of the parameters, only when that layout differs
-               from the training layout (fsdp > 1); otherwise the sampler reads `params`
+  sampler_params  the sampler's copy of the parameters, only when its layout differs from
+               the training layout (fsdp > 1) or it is stored in a narrower compute dtype
+               (bf16 compute: `precision.policy.rollout_copy_dtype`); otherwise the sampler
+               reads `params`
 
 and, per executable, `transient_bytes` = peak minus the resident arrays among its arguments.
 `step_peak_bytes` = resident total + the largest transient is the per-device estimate of a whole
@@ -70,6 +72,7 @@ from grpojax.models import hf_checkpoint
 from grpojax.parallel import mesh as mesh_lib
 from grpojax.parallel import rules as rules_lib
 from grpojax.parallel import steps as parallel_steps
+from grpojax.precision import policy as precision_policy
 from grpojax.rl import sequences, setup, steps
 
 _MEMORY_FIELDS = (("argument", "argument_size_in_bytes"), ("output", "output_size_in_bytes"),
@@ -240,8 +243,12 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   sampler = jax.jit(functools.partial(sampling.generate_padded.__wrapped__, graphdef, **sampler_kw),
                     in_shardings=(sample_sh, data, data, rep), out_shardings=data)
   prompts = _sds((p, tp), jnp.int32)
+  # The trainer's sampler copy: in the compute dtype when that changes no rollout number.
+  rollout_dtype = precision_policy.rollout_copy_dtype(model)
+  sampler_params = params if rollout_dtype is None else jax.eval_shape(
+    lambda p: precision_policy.cast_floating_params(p, rollout_dtype), params)
   if "sampler" in executables:
-    results["sampler"] = _report(sampler.lower(params, prompts, prompts, key).compile())
+    results["sampler"] = _report(sampler.lower(sampler_params, prompts, prompts, key).compile())
 
   # Trainer rows of one micro-batch, with the dtypes the real rollout produces.
   completions = jax.eval_shape(
@@ -264,11 +271,12 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
     results["update"] = _report(fns.update.lower(params, opt_state, params, f32()).compile())
 
   param_bytes = per_device_bytes(params, train_sh)
-  separate_sampler = jax.tree.leaves(train_sh) != jax.tree.leaves(sample_sh)
+  separate_sampler = (jax.tree.leaves(train_sh) != jax.tree.leaves(sample_sh)
+                      or rollout_dtype is not None)
   resident = dict(
     params=param_bytes, opt_state=per_device_bytes(opt_state, opt_sh), grad_accum=param_bytes,
     ref_params=param_bytes if setup.needs_reference(config) else 0,
-    sampler_params=per_device_bytes(params, sample_sh) if separate_sampler else 0)
+    sampler_params=per_device_bytes(sampler_params, sample_sh) if separate_sampler else 0)
   resident["total"] = sum(resident.values())
   # Without a separate copy the sampler reads the training parameters.
   held = dict(resident, sampler_params=resident["sampler_params"] or param_bytes)

@@ -75,11 +75,22 @@ def _concat_micro(layout, fn, seqs, micro_rows):
   return jax.tree.map(cat, *outs, is_leaf=lambda x: x is None)
 
 
-def _rollout_params(config, state: TrainState, sample_shardings, rl_step: int, key):
-  """The sampler's copy of the policy, in its own layout (the same arrays when the layouts
-  agree), with QeRL's Adaptive Quantization Noise on its RMSNorm scales when enabled (arXiv
-  2510.11696; fresh noise on the clean weights each step, never accumulated)."""
-  params = jax.device_put(state.params, sample_shardings)
+def rollout_copier(model, sample_shardings):
+  """params -> the sampler's copy: in the sampling layout (the same arrays when the layouts
+  agree), stored in the compute dtype when that changes no number of the rollout
+  (`precision.policy.rollout_copy_dtype`: half the memory under bf16 compute)."""
+  dtype = precision_policy.rollout_copy_dtype(model)
+  if dtype is None:
+    return lambda params: jax.device_put(params, sample_shardings)
+  return jax.jit(lambda params: precision_policy.cast_floating_params(params, dtype),
+                 out_shardings=sample_shardings)
+
+
+def _rollout_params(config, state: TrainState, to_rollout, rl_step: int, key):
+  """The sampler's copy of the policy (`rollout_copier`), with QeRL's Adaptive Quantization
+  Noise on its RMSNorm scales when enabled (arXiv 2510.11696; fresh noise on the clean weights
+  each step, never accumulated)."""
+  params = to_rollout(state.params)
   aqn = config.precision.aqn
   if aqn.enabled:
     sigma = noise.aqn_sigma(rl_step, config.train.steps, num_stages=aqn.num_stages,
@@ -89,13 +100,13 @@ def _rollout_params(config, state: TrainState, sample_shardings, rl_step: int, k
   return params
 
 
-def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, sample_shardings,
+def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to_rollout,
              sample_graphdef, rl_step: int):
   """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
   ro, tr = config.rollout, config.train
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   t0 = time.perf_counter()
-  sample_params = _rollout_params(config, state, sample_shardings, rl_step, key)
+  sample_params = _rollout_params(config, state, to_rollout, rl_step, key)
   ro_batch, position = rollout.sample_groups(run, layout, sample_graphdef, sample_params, config,
                                              int(state.data_position), jax.random.fold_in(key, 0))
   del sample_params
@@ -258,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract = jax.eval_shape(make_state, params0)
   shardings = _state_shardings(layout, abstract)
   train_shardings = shardings.params
-  sample_shardings = layout.sample_shardings(abstract.params)
+  to_rollout = rollout_copier(run.model, layout.sample_shardings(abstract.params))
   opt_shardings = shardings.opt_state
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep)
@@ -291,7 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bad_in_a_row = 0
 
   def evaluate(tag: str, step: int) -> dict[str, float]:
-    params = jax.device_put(state.params, sample_shardings)
+    params = to_rollout(state.params)
     res = rollout.evaluate(run, layout, sample_graphdef, params, config, eval_key)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()})
     log(f"[eval: {tag}] " + metrics_lib.format_console_line(step, res), flush=True)
@@ -320,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           ref_params=layout_lib.copy_tree(state.params) if use_ref else None)
     else:
       state, logs, finite = _rl_step(run, layout, config, fns, state, key, use_ref,
-                                     sample_shardings, sample_graphdef, step - w)
+                                     to_rollout, sample_graphdef, step - w)
     logs["time/step_s"] = time.perf_counter() - t0
     if finite:
       bad_in_a_row = 0

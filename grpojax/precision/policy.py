@@ -141,3 +141,28 @@ def merged_model(model: transformer.Decoder) -> transformer.Decoder:
   graphdef, state = nnx.split(plain)
   flat = [(path, var.replace(values[path])) for path, var in nnx.to_flat_state(state)]
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def rollout_copy_dtype(model: transformer.Decoder):
+  """The dtype the sampler's copy of the parameters can be stored in without changing one
+  number of the rollout, or None to keep the parameters' own.
+
+  Every parameter is cast to the compute dtype right before use (kernels, biases, norm scales,
+  embeddings, LoRA factors), so a copy stored already cast computes bit-identically, at half
+  the memory of float32 parameters under bf16 compute. A float32 LM head needs the full
+  precision, so `lm_head_f32` keeps the copy as it is.
+  """
+  if model.lm_head_f32 or jnp.dtype(model.dtype).itemsize >= 4:
+    return None
+  return jnp.dtype(model.dtype)
+
+
+def cast_floating_params(params, dtype):
+  """`params` with every wider floating `nnx.Param` leaf cast to `dtype` (quantised frozen
+  codes and scales are left alone)."""
+  def cast(v):
+    if (isinstance(v, nnx.Param) and jnp.issubdtype(v.get_value().dtype, jnp.floating)
+        and v.get_value().dtype.itemsize > jnp.dtype(dtype).itemsize):
+      return v.replace(v.get_value().astype(dtype))
+    return v
+  return jax.tree.map(cast, params, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -130,9 +130,9 @@ def test_aqn_noise_goes_to_the_rollout_copy_only():
   graphdef, params = nnx.split(_model())
   state = train.TrainState(step=None, params=params, opt_state=None, objective_state=None,
                            ref_params=None, data_position=None)
-  shardings = jax.tree.map(lambda x: x.sharding, params)
-  clean = train._rollout_params(config, state, shardings, 0, jax.random.key(0))
-  noisy = train._rollout_params(config, state, shardings, 1, jax.random.key(0))
+  copier = train.rollout_copier(_model(), jax.tree.map(lambda x: x.sharding, params))
+  clean = train._rollout_params(config, state, copier, 0, jax.random.key(0))
+  noisy = train._rollout_params(config, state, copier, 1, jax.random.key(0))
   for (path, p), (_, c), (_, n) in zip(nnx.to_flat_state(params), nnx.to_flat_state(clean),
                                        nnx.to_flat_state(noisy), strict=True):
     # Stage 0 is clean.
@@ -157,3 +157,22 @@ def test_mismatch_metrics_against_numpy():
   np.testing.assert_allclose(got["mismatch/k3_kl"], (np.exp(d) - 1 - d).mean(), rtol=1e-4)
   np.testing.assert_allclose(got["mismatch/beyond_tis_frac"],
                              (np.abs(d) > np.log(1.5)).mean())
+
+
+def test_bf16_rollout_copy_samples_bit_identically_at_half_the_memory():
+  model = models.Decoder(CFG, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+  graphdef, params = nnx.split(model)
+  copy = train.rollout_copier(model, jax.tree.map(lambda x: x.sharding, params))(params)
+  nbytes = lambda t: sum(x.nbytes for x in jax.tree.leaves(t))
+  assert nbytes(copy) * 2 == nbytes(params)
+  key = jax.random.key(4)
+  rs = np.random.RandomState(1)
+  prompts = jnp.asarray(rs.randint(3, 61, (P, TP)), jnp.int32)
+  kw = dict(max_new_tokens=N, num_samples=G, params=sampling.SamplingParams(temperature=1.0),
+            stop_ids=(), pad_id=0)
+  a = sampling.generate_padded(graphdef, params, prompts, jnp.ones_like(prompts), key, **kw)
+  b = sampling.generate_padded(graphdef, copy, prompts, jnp.ones_like(prompts), key, **kw)
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  np.testing.assert_array_equal(np.asarray(a.sampling_logprobs), np.asarray(b.sampling_logprobs))
+  policy.set_lm_head_f32(model, True)  # a float32 head needs the full-precision copy
+  assert policy.rollout_copy_dtype(model) is None
