@@ -5,7 +5,8 @@
 
 A random Qwen2-shaped policy in bfloat16 is timed three ways with identical inputs: "bf16"
 (default matmuls), "fp8" (e4m3 weights per tensor, activations per token, e5m2 gradients) and
-"fp8_block" (128x128 weight blocks, 1x128 activation groups). Reported: median wall time of the
+"fp8_block" (128x128 weight blocks, 1x128 activation groups); the sampler reads the FP8
+kernels quantised once, as the trainer's rollout copy does. Reported: median wall time of the
 jitted sampler (prefill + decode of `--new_tokens`) and of one micro-batch gradient of the GRPO
 objective, each after one warm-up call, and each mode's ratio to bf16.
 """
@@ -49,12 +50,16 @@ def _time_mode(cfg, mode, prompts, prompt_mask, seqs, batch, objective, args):
   model = transformer.Decoder(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
   policy.set_matmul(model, mode)
   graphdef, params = nnx.split(model)
+  # The sampler runs the trainer's copy as the trainer makes it: FP8 kernels quantised once.
+  sample_graphdef, convert = policy.rollout_converter(model)
+  sample_params = jax.jit(convert)(params)
   sp = sampling.SamplingParams(temperature=1.0)
   n = args.new_tokens
 
   def sample():
     # No stop tokens: every row decodes all new tokens.
-    return sampling.generate_padded(graphdef, params, prompts, prompt_mask, jax.random.key(0),
+    return sampling.generate_padded(sample_graphdef, sample_params, prompts, prompt_mask,
+                                    jax.random.key(0),
                                     max_new_tokens=n, num_samples=args.samples, params=sp,
                                     stop_ids=(), pad_id=0).tokens
 

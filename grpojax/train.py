@@ -75,15 +75,27 @@ def _concat_micro(layout, fn, seqs, micro_rows):
   return jax.tree.map(cat, *outs, is_leaf=lambda x: x is None)
 
 
-def rollout_copier(model, sample_shardings):
-  """params -> the sampler's copy: in the sampling layout (the same arrays when the layouts
-  agree), stored in the compute dtype when that changes no number of the rollout
-  (`precision.policy.rollout_copy_dtype`: half the memory under bf16 compute)."""
+def rollout_copier(model, layout):
+  """The sampler's graph, and params -> the sampler's copy of them.
+
+  The copy is in the sampling layout (the same arrays when nothing changes), with FP8 kernels
+  quantised once (`precision.policy.rollout_converter`) and stored in the compute dtype when
+  that changes no number of the rollout (`precision.policy.rollout_copy_dtype`: half the
+  memory under bf16 compute). The rollout it produces is bit-identical to sampling the
+  trainer's parameters directly.
+  """
+  graphdef, convert = precision_policy.rollout_converter(model)
   dtype = precision_policy.rollout_copy_dtype(model)
-  if dtype is None:
-    return lambda params: jax.device_put(params, sample_shardings)
-  return jax.jit(lambda params: precision_policy.cast_floating_params(params, dtype),
-                 out_shardings=sample_shardings)
+  identity = graphdef == nnx.split(model)[0]
+
+  def copy(params):
+    params = convert(params)
+    return params if dtype is None else precision_policy.cast_floating_params(params, dtype)
+
+  shardings = layout.sample_shardings(jax.eval_shape(copy, nnx.split(model)[1]))
+  if identity and dtype is None:
+    return graphdef, lambda params: jax.device_put(params, shardings)
+  return graphdef, jax.jit(copy, out_shardings=shardings)
 
 
 def _rollout_params(config, state: TrainState, to_rollout, rl_step: int, key):
@@ -222,14 +234,15 @@ def mismatch_metrics(trainer_lp, sampler_lp, mask, tis_cap: float = 2.0) -> dict
           "mismatch/beyond_tis_frac": float(masked.masked_mean(beyond, mask))}
 
 
-def _sample_graphdef(model, config):
-  """The sampler's graph: the trainer's, or (naive FP8 rollout) another matmul precision."""
+def _rollout_model(model, config):
+  """The model whose graph the sampler runs: the trainer's, or (naive FP8 rollout) a copy with
+  another matmul precision over the same parameters."""
   matmul = config.precision.rollout_matmul
   if matmul in ("same", config.precision.matmul):
-    return nnx.split(model)[0]
+    return model
   rollout_model = nnx.clone(model)
   precision_policy.set_matmul(rollout_model, matmul)
-  return nnx.split(rollout_model)[0]
+  return rollout_model
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -253,7 +266,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   w, r = config.warm_start.steps, config.train.steps
   sft_opt, rl_opt = _optimizer(config.warm_start, w), _optimizer(config.optim, r)
   graphdef, params0 = nnx.split(run.model)
-  sample_graphdef = _sample_graphdef(run.model, config)
   trainable = setup.trainable_filter(config)
   use_ref = setup.needs_reference(config)
   first_opt = sft_opt if w > 0 else rl_opt
@@ -269,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract = jax.eval_shape(make_state, params0)
   shardings = _state_shardings(layout, abstract)
   train_shardings = shardings.params
-  to_rollout = rollout_copier(run.model, layout.sample_shardings(abstract.params))
+  sample_graphdef, to_rollout = rollout_copier(_rollout_model(run.model, config), layout)
   opt_shardings = shardings.opt_state
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      max_to_keep=config.checkpoint.max_to_keep)

@@ -60,7 +60,9 @@ class Dense(nnx.Module):
       1x128 activation groups; Jet-RL's granularity, arXiv 2601.14243).
     kernel may be None, with a frozen quantised base instead: `quant_values` and `quant_scales`
       (`Frozen`; for NVFP4 also `quant_tensor_scale`) in the `quant_format` of
-      `grpojax.precision.formats.quantize_weight`, dequantised in the forward.
+      `grpojax.precision.formats.quantize_weight`, dequantised in the forward; or, in the
+      sampler's copy of an FP8 policy, "rollout_fp8": the e4m3 codes and scale that
+      `fp8_matmul` would compute from the kernel, multiplied directly.
     lora_a [in, r] and lora_b [r, out] (`nnx.LoRAParam`, or None) add `lora_scale · x A B`.
   """
 
@@ -84,6 +86,8 @@ class Dense(nnx.Module):
     if self.kernel is not None:
       return self.kernel[...]
     from grpojax.precision import formats  # a leaf module; imported late to keep models light
+    if self.quant_format == "rollout_fp8":
+      return formats.dequantize(self._rollout_fp8(), jnp.float32)
     if self.quant_format == "nvfp4":
       q = formats.NVFP4(self.quant_values[...], self.quant_scales[...],
                         self.quant_tensor_scale[...])
@@ -91,9 +95,19 @@ class Dense(nnx.Module):
       q = formats.Quantized(self.quant_values[...], self.quant_scales[...])
     return formats.dequantize_weight(q, jnp.float32)
 
+  def _rollout_fp8(self):
+    from grpojax.precision import formats
+    return formats.Quantized(self.quant_values[...], self.quant_scales[...])
+
   def __call__(self, x: Array) -> Array:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+    block = self.matmul == "fp8_block"
+    x_block = (1, 128) if block else (1, x2.shape[1])
+    if self.quant_format == "rollout_fp8":  # the sampler's pre-quantised copy of an FP8 kernel
+      from grpojax.precision import matmul as fp8
+      y = fp8.fp8_matmul_prequantized(x2, self._rollout_fp8(), x_block=x_block)
+      return self._finish(x2, y, lead)
     w = self.weight().astype(self.dtype)
     if self.matmul == "default":
       y = x2 @ w
@@ -102,9 +116,10 @@ class Dense(nnx.Module):
       # Activations are scaled per token (per 1x128 group with blocks), never per tensor: a
       # per-tensor scale would depend on the other rows of the batch, so one token's FP8 value
       # would differ between a decode step and the trainer's full-sequence forward.
-      block = self.matmul == "fp8_block"
-      y = fp8.fp8_matmul(x2, w, x_block=(1, 128) if block else (1, x2.shape[1]),
-                         w_block=(128, 128) if block else None)
+      y = fp8.fp8_matmul(x2, w, x_block=x_block, w_block=(128, 128) if block else None)
+    return self._finish(x2, y, lead)
+
+  def _finish(self, x2: Array, y: Array, lead) -> Array:
     if self.lora_a is not None:
       y = y + (x2 @ self.lora_a[...].astype(self.dtype)) @ (
         self.lora_b[...].astype(self.dtype) * self.lora_scale)

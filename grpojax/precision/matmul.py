@@ -59,12 +59,15 @@ class _Spec:
 
 
 def _outer_scale(q: formats.Quantized, contract_axis: int) -> jax.Array | None:
-  """q's scale as a vector over its free axis, or None when it varies along the contraction."""
+  """q's scale as one entry per index of its free axis (or a single entry), or None when it
+  varies along the contraction."""
   if q.scale.ndim == 0:
     return q.scale[None]
   if q.scale.shape[contract_axis] != 1:
     return None
-  return q.scale.reshape(-1)
+  per_block = q.scale.reshape(-1)
+  free = q.values.shape[1 - contract_axis]
+  return jnp.repeat(per_block, free // per_block.shape[0]) if per_block.shape[0] > 1 else per_block
 
 
 def _scaled_dot(a: formats.Quantized, b: formats.Quantized, dims) -> jax.Array:
@@ -151,3 +154,16 @@ def fp8_matmul(
     w_dtype=w.dtype,
   )
   return _fp8_matmul(spec, x, w)
+
+
+def fp8_matmul_prequantized(x: jax.Array, wq: formats.Quantized, *, fwd_dtype=formats.FP8_E4M3,
+                            x_block: tuple[int, int] | None = None, out_dtype=None) -> jax.Array:
+  """The forward of `fp8_matmul(x, w)` with w's quantisation done beforehand.
+
+  `wq = formats.quantize_fp8(w, fwd_dtype, w_block)` gives bit-identical results to
+  `fp8_matmul(x, w, w_block=w_block)`'s forward, without re-quantising w in every call: the
+  sampler's copy stores its kernels this way (`precision.policy.rollout_converter`), so a
+  decode step reads one byte per weight and skips the amax/scale/cast pass. No gradient.
+  """
+  xq = formats.quantize_fp8(x, fwd_dtype, None if x_block is None else tuple(x_block))
+  return _scaled_dot(xq, wq, _AB).astype(x.dtype if out_dtype is None else out_dtype)

@@ -166,3 +166,49 @@ def cast_floating_params(params, dtype):
       return v.replace(v.get_value().astype(dtype))
     return v
   return jax.tree.map(cast, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def rollout_converter(model: transformer.Decoder):
+  """The sampler's graph and a function from the trainer's parameters to the sampler's, with
+  every FP8 projection's kernel quantised once instead of in every matmul call.
+
+  The codes and scales are exactly what `fp8_matmul` computes from the kernel in the trainer's
+  forward (`formats.quantize_fp8` of the kernel in the compute dtype), so the rollout stays
+  bit-identical while a decode step reads one byte per weight and skips the per-call amax,
+  scale and cast. Projections with LoRA adapters or a quantised base are left as they are.
+
+  Returns:
+    (graphdef, convert): `convert(params)` maps the trainer's state (`nnx.split(model)[1]`) to
+    a state for `graphdef`; it is pure and jittable. With nothing to convert, `graphdef` is the
+    model's own and `convert` the identity.
+  """
+  sample = nnx.clone(model)
+  blocks = {}
+  for path, dense in nnx.iter_graph(sample):
+    if (isinstance(dense, transformer.Dense) and path and path[0] == "layers"
+        and dense.matmul != "default" and dense.kernel is not None and dense.lora_a is None):
+      w_block = (128, 128) if dense.matmul == "fp8_block" else None
+      q = formats.quantize_fp8(dense.kernel[...].astype(dense.dtype), formats.FP8_E4M3, w_block)
+      dense.quant_format = "rollout_fp8"
+      dense.quant_values = transformer.Frozen(q.values)
+      dense.quant_scales = transformer.Frozen(q.scale)
+      dense.kernel = None
+      blocks[tuple(path)] = (w_block, dense.dtype)
+  if not blocks:
+    return nnx.split(model)[0], lambda params: params
+  graphdef = nnx.split(sample)[0]
+
+  def convert(params):
+    flat = []
+    for path, var in nnx.to_flat_state(params):
+      owner = tuple(path[:-1])
+      if path[-1] == "kernel" and owner in blocks:
+        w_block, dtype = blocks[owner]
+        q = formats.quantize_fp8(var.get_value().astype(dtype), formats.FP8_E4M3, w_block)
+        flat.append((owner + ("quant_scales",), transformer.Frozen(q.scale)))
+        flat.append((owner + ("quant_values",), transformer.Frozen(q.values)))
+      else:
+        flat.append((tuple(path), var))
+    return nnx.from_flat_state(sorted(flat, key=lambda kv: kv[0]))
+
+  return graphdef, convert

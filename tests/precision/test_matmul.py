@@ -169,3 +169,20 @@ def test_per_tensor_products_are_fp8_dots_with_epilogue_scales():
   np.testing.assert_array_equal(y, by_hand(xq, wq, (((1,), (0,)), ((), ()))))
   np.testing.assert_array_equal(dx, by_hand(gq, wq, (((1,), (1,)), ((), ()))))
   np.testing.assert_array_equal(dw, by_hand(xq, gq, (((0,), (0,)), ((), ()))))
+
+
+def test_block_scaled_gradients_with_several_blocks_along_the_free_axis():
+  """w [256, 128] in 128x128 blocks: two scales along w's free axis in dx = q(dy) @ ŵᵀ, which
+  factor out of the sum only when expanded to one entry per row of w."""
+  rs = np.random.RandomState(7)
+  x = jnp.asarray(rs.randn(4, 256), jnp.float32)
+  w = jnp.asarray(rs.randn(256, 128) * np.repeat([[1.0], [30.0]], 128, 0), jnp.float32)
+  dy = jnp.asarray(rs.randn(4, 128), jnp.float32)
+  _, vjp = jax.vjp(lambda a, b: matmul.fp8_matmul(a, b, x_block=(1, 128), w_block=(128, 128)),
+                   x, w)
+  dx, dw = vjp(dy)
+  g = np.asarray(formats.dequantize(formats.quantize_fp8(dy, formats.FP8_E5M2)), np.float64)
+  w_hat = np.asarray(formats.fake_quantize_fp8(w, formats.FP8_E4M3, (128, 128)), np.float64)
+  x_hat = np.asarray(formats.fake_quantize_fp8(x, formats.FP8_E4M3, (1, 128)), np.float64)
+  np.testing.assert_allclose(np.asarray(dx), g @ w_hat.T, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dw), x_hat.T @ g, rtol=1e-5, atol=1e-4)

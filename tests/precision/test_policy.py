@@ -12,6 +12,8 @@ import pytest
 from flax import nnx
 
 from grpojax import models, objectives, sampling, train
+from grpojax.parallel import layout as layout_lib
+from grpojax.parallel import mesh as mesh_lib
 from grpojax.precision import policy
 from grpojax.rl import sequences, steps
 
@@ -20,6 +22,7 @@ CFG = models.ModelConfig(model_type="qwen2", vocab_size=61, hidden_size=32, inte
                          num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                          attention_bias=True, tie_word_embeddings=False)
 P, G, TP, N = 2, 3, 5, 6
+ONE_DEVICE = layout_lib.Layout(mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
 
 
 def _model(matmul="default", seed=0):
@@ -130,7 +133,7 @@ def test_aqn_noise_goes_to_the_rollout_copy_only():
   graphdef, params = nnx.split(_model())
   state = train.TrainState(step=None, params=params, opt_state=None, objective_state=None,
                            ref_params=None, data_position=None)
-  copier = train.rollout_copier(_model(), jax.tree.map(lambda x: x.sharding, params))
+  _, copier = train.rollout_copier(_model(), ONE_DEVICE)
   clean = train._rollout_params(config, state, copier, 0, jax.random.key(0))
   noisy = train._rollout_params(config, state, copier, 1, jax.random.key(0))
   for (path, p), (_, c), (_, n) in zip(nnx.to_flat_state(params), nnx.to_flat_state(clean),
@@ -162,7 +165,8 @@ def test_mismatch_metrics_against_numpy():
 def test_bf16_rollout_copy_samples_bit_identically_at_half_the_memory():
   model = models.Decoder(CFG, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
   graphdef, params = nnx.split(model)
-  copy = train.rollout_copier(model, jax.tree.map(lambda x: x.sharding, params))(params)
+  sample_graphdef, copier = train.rollout_copier(model, ONE_DEVICE)
+  copy = copier(params)
   nbytes = lambda t: sum(x.nbytes for x in jax.tree.leaves(t))
   assert nbytes(copy) * 2 == nbytes(params)
   key = jax.random.key(4)
@@ -171,8 +175,32 @@ def test_bf16_rollout_copy_samples_bit_identically_at_half_the_memory():
   kw = dict(max_new_tokens=N, num_samples=G, params=sampling.SamplingParams(temperature=1.0),
             stop_ids=(), pad_id=0)
   a = sampling.generate_padded(graphdef, params, prompts, jnp.ones_like(prompts), key, **kw)
-  b = sampling.generate_padded(graphdef, copy, prompts, jnp.ones_like(prompts), key, **kw)
+  b = sampling.generate_padded(sample_graphdef, copy, prompts, jnp.ones_like(prompts), key,
+                               **kw)
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   np.testing.assert_array_equal(np.asarray(a.sampling_logprobs), np.asarray(b.sampling_logprobs))
   policy.set_lm_head_f32(model, True)  # a float32 head needs the full-precision copy
   assert policy.rollout_copy_dtype(model) is None
+
+
+@pytest.mark.parametrize("matmul", ["fp8", "fp8_block"])
+def test_prequantised_fp8_rollout_copy_samples_bit_identically(matmul):
+  """The sampler's copy stores FP8 kernels quantised once (one byte per weight) and samples
+  exactly what the trainer's parameters sample, in bf16 compute."""
+  model = models.Decoder(CFG, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+  policy.set_matmul(model, matmul)
+  graphdef, params = nnx.split(model)
+  sample_graphdef, copier = train.rollout_copier(model, ONE_DEVICE)
+  copy = copier(params)
+  kinds = {str(x.dtype) for x in jax.tree.leaves(copy)}
+  assert "float8_e4m3fn" in kinds and "float32" in kinds  # codes; scales
+  rs = np.random.RandomState(1)
+  prompts = jnp.asarray(rs.randint(3, 61, (P, TP)), jnp.int32)
+  kw = dict(max_new_tokens=N, num_samples=G, params=sampling.SamplingParams(temperature=1.0),
+            stop_ids=(), pad_id=0)
+  a = sampling.generate_padded(graphdef, params, prompts, jnp.ones_like(prompts),
+                               jax.random.key(2), **kw)
+  b = sampling.generate_padded(sample_graphdef, copy, prompts, jnp.ones_like(prompts),
+                               jax.random.key(2), **kw)
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  np.testing.assert_array_equal(np.asarray(a.sampling_logprobs), np.asarray(b.sampling_logprobs))
