@@ -266,7 +266,10 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
     advantages=f32(micro, n), mask=seqs.completion_mask, rewards=f32(micro), max_len=n)
   obj_state = jax.eval_shape(objective.init)
   if "grad" in executables:
-    results["grad"] = _report(fns.grad.lower(params, seqs, batch, obj_state, key).compile())
+    # The gradient function the trainer calls: with one update per rollout it takes the old
+    # log-probs from its own forward pass (`grad_on_policy`), else `grad`.
+    grad_fn = fns.grad_on_policy if train.uses_fused_old_logprobs(config) else fns.grad
+    results["grad"] = _report(grad_fn.lower(params, seqs, batch, obj_state, key).compile())
   if "update" in executables:
     results["update"] = _report(fns.update.lower(params, opt_state, params, f32()).compile())
 

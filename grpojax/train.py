@@ -112,6 +112,14 @@ def _rollout_params(config, state: TrainState, to_rollout, rl_step: int, key):
   return params
 
 
+def uses_fused_old_logprobs(config: ml_collections.ConfigDict) -> bool:
+  """Whether the old log-probs come out of the update's own forward pass (`grad_on_policy`):
+  exact with one update per rollout. ProGRPO's advantages need them before any update."""
+  tr = config.train
+  return (tr.epochs == 1 and tr.minibatches == 1
+          and config.objective.advantage.name != "progrpo")
+
+
 def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to_rollout,
              sample_graphdef, rl_step: int):
   """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
@@ -124,9 +132,7 @@ def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to
   del sample_params
   seqs = ro_batch.seqs
   t1 = time.perf_counter()
-  # With one update per rollout the old log-probs come out of the update's own forward pass.
-  on_policy = (tr.epochs == 1 and tr.minibatches == 1
-               and run.objective.config.advantage.name != "progrpo")  # ProGRPO needs them first
+  on_policy = uses_fused_old_logprobs(config)
   old_lp, entropy = (None, None) if on_policy else _concat_micro(
     layout, lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
   ref_lp = (_concat_micro(layout, lambda s: fns.score(state.ref_params, s)[0], seqs,
