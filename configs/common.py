@@ -14,48 +14,107 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.seed = 0
   c.log_every = 10
   # Two-digit addition, generated in code; held-out problems never appear in training.
-  c.task = ml_collections.ConfigDict(dict(
-    name="arithmetic", difficulty=2, operators="+", seed=0, heldout_size=256, data_path="",
-    heldout_path=""))
+  c.task = ml_collections.ConfigDict(
+    dict(
+      name="arithmetic",
+      difficulty=2,
+      operators="+",
+      seed=0,
+      heldout_size=256,
+      data_path="",
+      heldout_path="",
+    )
+  )
   # "" = the checkpoint's tokenizer, or the built-in character one for a random policy.
   c.tokenizer = ml_collections.ConfigDict(dict(path="", chat_template=False))
   # checkpoint "" = a random policy of the shape below; else a local HF checkpoint directory.
-  c.model = ml_collections.ConfigDict(dict(
-    checkpoint="", model_type="qwen2", hidden_size=128, intermediate_size=384, num_layers=3,
-    num_heads=4, num_kv_heads=2, head_dim=32, init_seed=0, dtype="float32",
-    # Rematerialisation of each layer in the trainer's forward: none | full | dots | dots_all.
-    remat="none"))
-  c.rollout = ml_collections.ConfigDict(dict(
-    prompts_per_step=32, samples_per_prompt=8, max_prompt_len=8, max_new_tokens=6,
-    temperature=1.0, top_k=0, top_p=1.0, min_p=0.0))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      checkpoint="",
+      model_type="qwen2",
+      hidden_size=128,
+      intermediate_size=384,
+      num_layers=3,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=32,
+      init_seed=0,
+      dtype="float32",
+      # Rematerialisation of each layer in the trainer's forward: none | full | dots | dots_all.
+      remat="none",
+    )
+  )
+  c.rollout = ml_collections.ConfigDict(
+    dict(
+      prompts_per_step=32,
+      samples_per_prompt=8,
+      max_prompt_len=8,
+      max_new_tokens=6,
+      temperature=1.0,
+      top_k=0,
+      top_p=1.0,
+      min_p=0.0,
+    )
+  )
   c.objective = objectives.default_config(recipe)
   # Length shaping budgets are in tokens of this task, not the papers' 20k-token answers.
   c.objective.overlong.max_len = c.rollout.max_new_tokens
   c.objective.overlong.cache = 2
-  c.optim = ml_collections.ConfigDict(dict(
-    learning_rate=1.5e-4, warmup_steps=10, schedule="cosine", final_lr_fraction=0.1,
-    b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1.5e-4,
+      warmup_steps=10,
+      schedule="cosine",
+      final_lr_fraction=0.1,
+      b1=0.9,
+      b2=0.98,
+      weight_decay=0.0,
+      grad_clip=1.0,
+    )
+  )
   # Supervised steps on reference solutions before RL (0 for a pretrained checkpoint).
-  c.warm_start = ml_collections.ConfigDict(dict(
-    steps=500, batch_size=64, learning_rate=1e-3, warmup_steps=50, schedule="constant",
-    final_lr_fraction=1.0, b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0))
-  c.train = ml_collections.ConfigDict(dict(
-    steps=300, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024,
-    max_bad_steps=3))
-  c.eval = ml_collections.ConfigDict(dict(
-    every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8))
+  c.warm_start = ml_collections.ConfigDict(
+    dict(
+      steps=500,
+      batch_size=64,
+      learning_rate=1e-3,
+      warmup_steps=50,
+      schedule="constant",
+      final_lr_fraction=1.0,
+      b1=0.9,
+      b2=0.98,
+      weight_decay=0.0,
+      grad_clip=1.0,
+    )
+  )
+  c.train = ml_collections.ConfigDict(
+    dict(
+      steps=300, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024, max_bad_steps=3
+    )
+  )
+  c.eval = ml_collections.ConfigDict(
+    dict(every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8)
+  )
   c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2))
   # Numerics of the policy, read by the sampler and the trainer alike (grpojax.precision):
   # matmul default | fp8 | fp8_block for every decoder projection (Jet-RL's unified FP8 flow);
   # rollout_matmul "same", or another matmul for the sampler only (the naive FP8-rollout
   # baseline); base_format none | nvfp4 | int4 | fp8 freezes a quantised base under LoRA
   # adapters (QeRL), with Adaptive Quantization Noise on the rollout model's RMSNorm scales.
-  c.precision = ml_collections.ConfigDict(dict(
-    matmul="default", rollout_matmul="same", lm_head_f32=False, base_format="none",
-    lora=ml_collections.ConfigDict(dict(
-      rank=0, alpha=16.0, targets=r"(q|k|v|o|gate|up|down)_proj")),
-    aqn=ml_collections.ConfigDict(dict(
-      enabled=False, sigma_start=1e-2, sigma_end=1e-4, num_stages=10))))
+  c.precision = ml_collections.ConfigDict(
+    dict(
+      matmul="default",
+      rollout_matmul="same",
+      lm_head_f32=False,
+      base_format="none",
+      lora=ml_collections.ConfigDict(
+        dict(rank=0, alpha=16.0, targets=r"(q|k|v|o|gate|up|down)_proj")
+      ),
+      aqn=ml_collections.ConfigDict(
+        dict(enabled=False, sigma_start=1e-2, sigma_end=1e-4, num_stages=10)
+      ),
+    )
+  )
   # Device mesh over all processes' devices: data x fsdp x tensor, one size may be -1 (the
   # rest). Training shards parameters over fsdp and tensor; the sampler keeps them whole on
   # each fsdp group (grpojax.parallel.rules.SAMPLE_RULES). Batches split over data x fsdp.

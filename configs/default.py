@@ -26,5 +26,6 @@ def get_config(arg: str | None = None):
 
 def sweep() -> list[dict]:
   """Override dicts (dotted field -> value), one per job: 3 learning rates x 3 seeds."""
-  return [{"optim.learning_rate": lr, "seed": seed}
-          for lr in (7.5e-5, 1.5e-4, 3e-4) for seed in (0, 1, 2)]
+  return [
+    {"optim.learning_rate": lr, "seed": seed} for lr in (7.5e-5, 1.5e-4, 3e-4) for seed in (0, 1, 2)
+  ]

@@ -25,12 +25,20 @@ def get_config(arg: str | None = None):
   config.tokenizer.chat_template = True
   config.model.dtype = "bfloat16"
   config.warm_start.steps = 0
-  config.rollout.update(dict(prompts_per_step=64, samples_per_prompt=8, max_prompt_len=320,
-                             max_new_tokens=512, temperature=1.0))
+  config.rollout.update(
+    dict(
+      prompts_per_step=64,
+      samples_per_prompt=8,
+      max_prompt_len=320,
+      max_new_tokens=512,
+      temperature=1.0,
+    )
+  )
   config.objective.overlong.max_len = 512
   config.objective.overlong.cache = 128
-  config.optim.update(dict(learning_rate=1e-6, warmup_steps=10, schedule="constant",
-                           weight_decay=0.01))
+  config.optim.update(
+    dict(learning_rate=1e-6, warmup_steps=10, schedule="constant", weight_decay=0.01)
+  )
   config.train.update(dict(steps=500, microbatch_rows=32))
   config.eval.update(dict(every=50, num_prompts=512, batch_prompts=64, samples=8, pass_k=8))
   config.checkpoint.every = 50

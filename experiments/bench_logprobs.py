@@ -92,7 +92,9 @@ def _run_variant(args):
 
     def loss(hidden_btd, unembed_dv, targets_bt, weights_bt):
       n = batch * length
-      logits_nv = hidden_btd.reshape(n, args.dim) @ unembed_dv  # 2-D matmul: faster backward on XLA:CPU
+      logits_nv = (
+        hidden_btd.reshape(n, args.dim) @ unembed_dv
+      )  # 2-D matmul: faster backward on XLA:CPU
       lp_n = logprobs.logprobs_from_logits(logits_nv, targets_bt.reshape(n))
       return jnp.sum(weights_bt.reshape(n) * lp_n)
 
@@ -109,7 +111,8 @@ def _run_variant(args):
       )
       return jnp.sum(weights_bt * lp_bt)
 
-  # All inputs are jit arguments, not closed-over constants (XLA would constant-fold them for seconds).
+  # All inputs are jit arguments, not closed-over constants (XLA would constant-fold them for
+  # seconds).
   step = jax.value_and_grad(loss, argnums=(0, 1))
   inputs = (hidden_btd, unembed_dv, targets_bt, weights_bt)
   start = time.perf_counter()

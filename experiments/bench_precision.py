@@ -58,13 +58,28 @@ def _time_mode(cfg, mode, prompts, prompt_mask, seqs, batch, objective, args):
 
   def sample():
     # No stop tokens: every row decodes all new tokens.
-    return sampling.generate_padded(sample_graphdef, sample_params, prompts, prompt_mask,
-                                    jax.random.key(0),
-                                    max_new_tokens=n, num_samples=args.samples, params=sp,
-                                    stop_ids=(), pad_id=0).tokens
+    return sampling.generate_padded(
+      sample_graphdef,
+      sample_params,
+      prompts,
+      prompt_mask,
+      jax.random.key(0),
+      max_new_tokens=n,
+      num_samples=args.samples,
+      params=sp,
+      stop_ids=(),
+      pad_id=0,
+    ).tokens
 
-  fns = steps.build(graphdef, objective, optax.sgd(0.0), temperature=1.0, compute_entropy=False,
-                    seq_chunk=1024, vocab_chunk=None)
+  fns = steps.build(
+    graphdef,
+    objective,
+    optax.sgd(0.0),
+    temperature=1.0,
+    compute_entropy=False,
+    seq_chunk=1024,
+    vocab_chunk=None,
+  )
   grad = lambda: fns.grad(params, seqs, batch, objective.init(), jax.random.key(1))[0]
   return _time(sample, args.repeats), _time(grad, args.repeats)
 
@@ -81,13 +96,23 @@ def main():
   ap.add_argument("--modes", default="default,fp8,fp8_block")
   args = ap.parse_args()
   d, f, layers, heads, kv, vocab = SIZES[args.size]
-  cfg = config_lib.ModelConfig(model_type="qwen2", vocab_size=vocab, hidden_size=d,
-                               intermediate_size=f, num_layers=layers, num_heads=heads,
-                               num_kv_heads=kv, head_dim=d // heads, attention_bias=True,
-                               tie_word_embeddings=False)
-  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), size {args.size}, "
-        f"{args.prompts}x{args.samples} samples, prompt {args.prompt_len}, "
-        f"{args.new_tokens} new tokens, grad on {args.micro_rows} rows")
+  cfg = config_lib.ModelConfig(
+    model_type="qwen2",
+    vocab_size=vocab,
+    hidden_size=d,
+    intermediate_size=f,
+    num_layers=layers,
+    num_heads=heads,
+    num_kv_heads=kv,
+    head_dim=d // heads,
+    attention_bias=True,
+    tie_word_embeddings=False,
+  )
+  print(
+    f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), size {args.size}, "
+    f"{args.prompts}x{args.samples} samples, prompt {args.prompt_len}, "
+    f"{args.new_tokens} new tokens, grad on {args.micro_rows} rows"
+  )
   rs = np.random.RandomState(0)
   prompts = jnp.asarray(rs.randint(3, vocab, (args.prompts, args.prompt_len)), jnp.int32)
   prompt_mask = jnp.ones_like(prompts)
@@ -95,25 +120,34 @@ def main():
   seqs = sequences.Sequences(
     tokens=jnp.asarray(rs.randint(3, vocab, (args.micro_rows, length)), jnp.int32),
     attn_mask=jnp.ones((args.micro_rows, length), jnp.int32),
-    completion_mask=jnp.ones((args.micro_rows, args.new_tokens), jnp.int32))
+    completion_mask=jnp.ones((args.micro_rows, args.new_tokens), jnp.int32),
+  )
   n = args.new_tokens
   batch = objectives.LossBatch(
-    old_logprobs=jnp.full((args.micro_rows, n), -2.0), sampler_logprobs=jnp.full(
-      (args.micro_rows, n), -2.0), ref_logprobs=None,
+    old_logprobs=jnp.full((args.micro_rows, n), -2.0),
+    sampler_logprobs=jnp.full((args.micro_rows, n), -2.0),
+    ref_logprobs=None,
     advantages=jnp.asarray(rs.randn(args.micro_rows, 1).repeat(n, 1), jnp.float32),
-    mask=seqs.completion_mask, rewards=jnp.zeros((args.micro_rows,)), max_len=n)
+    mask=seqs.completion_mask,
+    rewards=jnp.zeros((args.micro_rows,)),
+    max_len=n,
+  )
   obj_config = objectives.default_config("grpo")
   obj_config.kl.coef = 0.0
   objective = objectives.make(obj_config)
-  rows = [(mode, *_time_mode(cfg, mode, prompts, prompt_mask, seqs, batch, objective, args))
-          for mode in args.modes.split(",")]
+  rows = [
+    (mode, *_time_mode(cfg, mode, prompts, prompt_mask, seqs, batch, objective, args))
+    for mode in args.modes.split(",")
+  ]
   base_s, base_g = rows[0][1], rows[0][2]
   tokens = args.prompts * args.samples * n
   print(f"{'mode':<10}{'sample s':>10}{'tok/s':>12}{'vs bf16':>9}{'grad s':>10}{'vs bf16':>9}")
   for mode, ts, tg in rows:
     name = "bf16" if mode == "default" else mode
-    print(f"{name:<10}{ts:>10.3f}{tokens / ts:>12.0f}{base_s / ts:>8.2f}x{tg:>10.3f}"
-          f"{base_g / tg:>8.2f}x")
+    print(
+      f"{name:<10}{ts:>10.3f}{tokens / ts:>12.0f}{base_s / ts:>8.2f}x{tg:>10.3f}"
+      f"{base_g / tg:>8.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,15 @@ def main(_):
 
   torch.manual_seed(0)
   hf_cfg = transformers.Qwen2Config(
-    vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    max_position_embeddings=1024)
+    vocab_size=512,
+    hidden_size=256,
+    intermediate_size=768,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+    max_position_embeddings=1024,
+  )
   hf_model = transformers.AutoModelForCausalLM.from_config(hf_cfg).eval()
   path = tempfile.mkdtemp()
   hf_model.save_pretrained(path)
@@ -77,14 +83,22 @@ def main(_):
   p, g, n = FLAGS.prompts, FLAGS.samples, FLAGS.new_tokens
   prompts = rs.randint(3, 512, (p, FLAGS.prompt_len))
   rows = p * g
-  print(f"shape: {p} prompts x {g} samples, {FLAGS.prompt_len} prompt tokens, {n} new tokens; "
-        f"torch threads {torch.get_num_threads()}, jax devices {jax.devices()}")
+  print(
+    f"shape: {p} prompts x {g} samples, {FLAGS.prompt_len} prompt tokens, {n} new tokens; "
+    f"torch threads {torch.get_num_threads()}, jax devices {jax.devices()}"
+  )
 
   # grpojax: compile once, then time whole generate calls.
   def ours(key_seed, new_tokens=n):
-    out = sampling.generate(model, prompts.tolist(), key=jax.random.key(key_seed),
-                            max_new_tokens=new_tokens, num_samples=g, temperature=1.0,
-                            prompt_bucket=8)
+    out = sampling.generate(
+      model,
+      prompts.tolist(),
+      key=jax.random.key(key_seed),
+      max_new_tokens=new_tokens,
+      num_samples=g,
+      temperature=1.0,
+      prompt_bucket=8,
+    )
     return out.tokens.block_until_ready()
 
   t = time.perf_counter()
@@ -100,10 +114,18 @@ def main(_):
 
   def theirs():
     with torch.no_grad():
-      return hf_model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                               do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                               max_new_tokens=n, min_new_tokens=n, eos_token_id=None,
-                               pad_token_id=0)
+      return hf_model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        eos_token_id=None,
+        pad_token_id=0,
+      )
 
   theirs()  # warm-up
   theirs_s = _median_time(theirs, FLAGS.repeats)
@@ -113,12 +135,18 @@ def main(_):
   achieved = decode_flops_per_step(cfg, rows, cache_len) / decode_step_s
   peak = matmul_rate_flops()
   tokens = rows * n
-  print(f"grpojax      : {ours_s:.3f} s  ({tokens / ours_s:,.0f} tok/s), compile {compile_s:.1f} s "
-        f"(once), prefill {prefill_s * 1e3:.1f} ms, decode {decode_step_s * 1e3:.2f} ms/step")
-  print(f"transformers : {theirs_s:.3f} s  ({tokens / theirs_s:,.0f} tok/s), "
-        f"{theirs_s / n * 1e3:.2f} ms/token step")
-  print(f"decode FLOP/s: {achieved / 1e9:.1f} GFLOP/s vs float32 1024^3 matmul "
-        f"{peak / 1e9:.1f} GFLOP/s ({100 * achieved / peak:.0f}% of it)")
+  print(
+    f"grpojax      : {ours_s:.3f} s  ({tokens / ours_s:,.0f} tok/s), compile {compile_s:.1f} s "
+    f"(once), prefill {prefill_s * 1e3:.1f} ms, decode {decode_step_s * 1e3:.2f} ms/step"
+  )
+  print(
+    f"transformers : {theirs_s:.3f} s  ({tokens / theirs_s:,.0f} tok/s), "
+    f"{theirs_s / n * 1e3:.2f} ms/token step"
+  )
+  print(
+    f"decode FLOP/s: {achieved / 1e9:.1f} GFLOP/s vs float32 1024^3 matmul "
+    f"{peak / 1e9:.1f} GFLOP/s ({100 * achieved / peak:.0f}% of it)"
+  )
   print(f"speed-up grpojax / transformers: {theirs_s / ours_s:.2f}x")
 
 

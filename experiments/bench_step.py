@@ -46,8 +46,12 @@ import time
 from absl import app, flags
 
 flags.DEFINE_integer("steps", 5, "Timed steps of each trainer; medians are reported.")
-flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps of each trainer before the timed ones "
-                     "(the first includes grpojax's compilation and torch's first-call set-up).")
+flags.DEFINE_integer(
+  "warmup",
+  2,
+  "Untimed warm-up steps of each trainer before the timed ones "
+  "(the first includes grpojax's compilation and torch's first-call set-up).",
+)
 flags.DEFINE_bool("skip_trl", False, "Time grpojax only.")
 flags.DEFINE_bool("skip_bf16", False, "Skip the extra grpojax run with bfloat16 compute.")
 FLAGS = flags.FLAGS
@@ -87,9 +91,18 @@ def make_checkpoint(path: str):
 
   torch.manual_seed(0)
   cfg = transformers.Qwen2Config(
-    vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    max_position_embeddings=1024, bos_token_id=None, eos_token_id=1, pad_token_id=0)
+    vocab_size=VOCAB,
+    hidden_size=256,
+    intermediate_size=768,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+    max_position_embeddings=1024,
+    bos_token_id=None,
+    eos_token_id=1,
+    pad_token_id=0,
+  )
   model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
   model.save_pretrained(path)
   return model
@@ -130,8 +143,9 @@ def grpojax_config():
   c.objective.kl.coef = 0.0
   c.train.microbatch_rows = PROMPTS * SAMPLES
   c.warm_start.steps = 0
-  c.optim.update(learning_rate=LR, warmup_steps=0, schedule="constant", b2=B2, weight_decay=0.0,
-                 grad_clip=1.0)
+  c.optim.update(
+    learning_rate=LR, warmup_steps=0, schedule="constant", b2=B2, weight_decay=0.0, grad_clip=1.0
+  )
   return c
 
 
@@ -152,33 +166,53 @@ def bench_grpojax(path: str, steps: int, warmup: int, dtype, texts, measure_flop
   task = example.Task(
     name="even_ids",
     train=lambda i: example.Example(prompt=texts[i % len(texts)], answer="", solution=""),
-    heldout=(), reward_fn=lambda text, ex: _even_fraction(tok.encode(text)))
+    heldout=(),
+    reward_fn=lambda text, ex: _even_fraction(tok.encode(text)),
+  )
   model = models.from_pretrained(path, dtype=dtype)
-  run = setup.Run(tokenizer=tok, task=task, model=model,
-                  objective=objectives.make(config.objective),
-                  encode_prompt=lambda ex: tok.encode(ex.prompt))
+  run = setup.Run(
+    tokenizer=tok,
+    task=task,
+    model=model,
+    objective=objectives.make(config.objective),
+    encode_prompt=lambda ex: tok.encode(ex.prompt),
+  )
   opt = train._optimizer(config.optim, warmup + steps)
   graphdef, params = nnx.split(model, nnx.Param)
-  fns = steps_lib.build(graphdef, run.objective, opt, temperature=config.rollout.temperature,
-                        compute_entropy=True, seq_chunk=config.train.logprob_chunk,
-                        vocab_chunk=None)
-  state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                           opt_state=opt.init(params), objective_state=run.objective.init(),
-                           ref_params=None, data_position=jax.numpy.zeros((), jax.numpy.int32))
+  fns = steps_lib.build(
+    graphdef,
+    run.objective,
+    opt,
+    temperature=config.rollout.temperature,
+    compute_entropy=True,
+    seq_chunk=config.train.logprob_chunk,
+    vocab_chunk=None,
+  )
+  state = train.TrainState(
+    step=jax.numpy.zeros((), jax.numpy.int32),
+    params=params,
+    opt_state=opt.init(params),
+    objective_state=run.objective.init(),
+    ref_params=None,
+    data_position=jax.numpy.zeros((), jax.numpy.int32),
+  )
   key = jax.random.key(0)
   logs_all = []
   for i in range(warmup + steps):
     t = time.perf_counter()
-    state, logs, finite = train._rl_step(run, config, fns, state, jax.random.fold_in(key, i),
-                                         use_ref=False)
+    state, logs, finite = train._rl_step(
+      run, config, fns, state, jax.random.fold_in(key, i), use_ref=False
+    )
     jax.block_until_ready(state.params)
     logs["step_s"] = time.perf_counter() - t
     assert finite, logs
     assert logs["response/length"] == NEW_TOKENS, logs["response/length"]
     logs_all.append(logs)
   timed = logs_all[warmup:]
-  out = {k: _median([lg[k] for lg in timed])
-         for k in ("step_s", "time/sample_s", "time/score_s", "time/learn_s")}
+  out = {
+    k: _median([lg[k] for lg in timed])
+    for k in ("step_s", "time/sample_s", "time/score_s", "time/learn_s")
+  }
   out["compile_s"] = logs_all[0]["step_s"] - out["step_s"]
   out["reward"] = _median([lg["reward/mean"] for lg in timed])
   if measure_flops:
@@ -187,15 +221,18 @@ def bench_grpojax(path: str, steps: int, warmup: int, dtype, texts, measure_flop
     rows = PROMPTS * SAMPLES
     seqs = jax.tree.map(np.asarray, _dummy_seqs(rows))
     batch = _dummy_batch(rows)
-    cost = fns.grad.lower(state.params, seqs, batch, state.objective_state,
-                          key).compile().cost_analysis()
+    cost = (
+      fns.grad.lower(state.params, seqs, batch, state.objective_state, key)
+      .compile()
+      .cost_analysis()
+    )
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     out["grad_flops"] = float(cost["flops"])
     cfg = model.config
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     out["analytic_flops"] = 6 * (n_params - cfg.vocab_size * cfg.hidden_size) * rows * (
-      PROMPT_LEN + NEW_TOKENS) + 3 * 2 * cfg.vocab_size * cfg.hidden_size * rows * (
-      PROMPT_LEN + NEW_TOKENS)
+      PROMPT_LEN + NEW_TOKENS
+    ) + 3 * 2 * cfg.vocab_size * cfg.hidden_size * rows * (PROMPT_LEN + NEW_TOKENS)
   return out
 
 
@@ -205,9 +242,11 @@ def _dummy_seqs(rows):
   from grpojax.rl import sequences
 
   n = PROMPT_LEN + NEW_TOKENS
-  return sequences.Sequences(tokens=jnp.ones((rows, n), jnp.int32),
-                             attn_mask=jnp.ones((rows, n), jnp.int32),
-                             completion_mask=jnp.ones((rows, NEW_TOKENS), jnp.int32))
+  return sequences.Sequences(
+    tokens=jnp.ones((rows, n), jnp.int32),
+    attn_mask=jnp.ones((rows, n), jnp.int32),
+    completion_mask=jnp.ones((rows, NEW_TOKENS), jnp.int32),
+  )
 
 
 def _dummy_batch(rows):
@@ -216,9 +255,15 @@ def _dummy_batch(rows):
   from grpojax import objectives
 
   z = jnp.zeros((rows, NEW_TOKENS), jnp.float32)
-  return objectives.LossBatch(old_logprobs=z, sampler_logprobs=z, ref_logprobs=None,
-                              advantages=z, mask=jnp.ones((rows, NEW_TOKENS), jnp.int32),
-                              rewards=jnp.zeros((rows,), jnp.float32), max_len=NEW_TOKENS)
+  return objectives.LossBatch(
+    old_logprobs=z,
+    sampler_logprobs=z,
+    ref_logprobs=None,
+    advantages=z,
+    mask=jnp.ones((rows, NEW_TOKENS), jnp.int32),
+    rewards=jnp.zeros((rows,), jnp.float32),
+    max_len=NEW_TOKENS,
+  )
 
 
 def bench_trl(path: str, steps: int, warmup: int, texts):
@@ -234,35 +279,67 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
 
   # A word-level tokenizer whose tokens are the decimal ids, so TRL tokenises the prompt texts to
   # exactly the ids grpojax samples from.
-  tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-    {str(i): i for i in range(VOCAB)}, unk_token="0"))
+  tk = tokenizers.Tokenizer(
+    tokenizers.models.WordLevel({str(i): i for i in range(VOCAB)}, unk_token="0")
+  )
   tk.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
   tk.decoder = None
-  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="0",
-                                                   eos_token="1", unk_token="0")
+  tokenizer = transformers.PreTrainedTokenizerFast(
+    tokenizer_object=tk, pad_token="0", eos_token="1", unk_token="0"
+  )
   model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
   rows = PROMPTS * SAMPLES
-  ds = datasets.Dataset.from_dict({"prompt": [texts[i % len(texts)]
-                                              for i in range(PROMPTS * (warmup + steps + 1))]})
+  ds = datasets.Dataset.from_dict(
+    {"prompt": [texts[i % len(texts)] for i in range(PROMPTS * (warmup + steps + 1))]}
+  )
 
   def even_fraction(completions, completion_ids, **kwargs):
     del completions, kwargs
     return [_even_fraction(ids) for ids in completion_ids]
 
   args = trl.GRPOConfig(
-    output_dir=tempfile.mkdtemp(), use_cpu=True, seed=0, report_to=[], save_strategy="no",
-    logging_steps=1, disable_tqdm=True, max_steps=warmup + steps,
+    output_dir=tempfile.mkdtemp(),
+    use_cpu=True,
+    seed=0,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    disable_tqdm=True,
+    max_steps=warmup + steps,
     per_device_train_batch_size=rows,
-    gradient_accumulation_steps=1, num_generations=SAMPLES, generation_batch_size=rows,
-    num_iterations=1, beta=0.0, loss_type="grpo", scale_rewards="group", epsilon=0.2,
-    learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-    adam_beta1=0.9, adam_beta2=B2, max_grad_norm=1.0, max_completion_length=NEW_TOKENS,
-    temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False, dataloader_num_workers=0,
-    mask_truncated_completions=False, log_completions=False,
+    gradient_accumulation_steps=1,
+    num_generations=SAMPLES,
+    generation_batch_size=rows,
+    num_iterations=1,
+    beta=0.0,
+    loss_type="grpo",
+    scale_rewards="group",
+    epsilon=0.2,
+    learning_rate=LR,
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    weight_decay=0.0,
+    adam_beta1=0.9,
+    adam_beta2=B2,
+    max_grad_norm=1.0,
+    max_completion_length=NEW_TOKENS,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    shuffle_dataset=False,
+    dataloader_num_workers=0,
+    mask_truncated_completions=False,
+    log_completions=False,
     # No early stop: EOS is masked out until all 64 tokens are sampled.
-    generation_kwargs={"min_new_tokens": NEW_TOKENS})
-  trainer = trl.GRPOTrainer(model=model, reward_funcs=[even_fraction], args=args,
-                            train_dataset=ds, processing_class=tokenizer)
+    generation_kwargs={"min_new_tokens": NEW_TOKENS},
+  )
+  trainer = trl.GRPOTrainer(
+    model=model,
+    reward_funcs=[even_fraction],
+    args=args,
+    train_dataset=ds,
+    processing_class=tokenizer,
+  )
 
   times = {"step": [], "gen_score": [], "generate": []}
   lengths = []
@@ -275,14 +352,15 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
       if name == "gen_score":
         lengths.append(float(out["completion_mask"].sum(dim=1).float().mean()))
       return out
+
     return wrapper
 
-  trainer._generate_and_score_completions = timed("gen_score",
-                                                  trainer._generate_and_score_completions)
+  trainer._generate_and_score_completions = timed(
+    "gen_score", trainer._generate_and_score_completions
+  )
   trainer._generate = timed("generate", trainer._generate)
 
   class StepTimer(transformers.TrainerCallback):
-
     def on_step_begin(self, args, state, control, **kwargs):
       self.t = time.perf_counter()
 
@@ -292,13 +370,20 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
   trainer.add_callback(StepTimer())
   trainer.train()
   if len(times["step"]) != warmup + steps or len(times["gen_score"]) != warmup + steps:
-    raise RuntimeError(f"TRL ran {len(times['step'])} steps and {len(times['gen_score'])} "
-                       f"generations, expected {warmup + steps} of each")
+    raise RuntimeError(
+      f"TRL ran {len(times['step'])} steps and {len(times['gen_score'])} "
+      f"generations, expected {warmup + steps} of each"
+    )
   if min(lengths) != NEW_TOKENS:
     raise RuntimeError(f"TRL completions stopped early: mean lengths {lengths}")
   step, gen_score, gen = (_median(times[k][warmup:]) for k in ("step", "gen_score", "generate"))
-  return {"step_s": step, "generate_s": gen, "score_s": gen_score - gen,
-          "learn_s": step - gen_score, "version": trl.__version__}
+  return {
+    "step_s": step,
+    "generate_s": gen,
+    "score_s": gen_score - gen,
+    "learn_s": step - gen_score,
+    "version": trl.__version__,
+  }
 
 
 def main(_):
@@ -311,33 +396,47 @@ def main(_):
   make_checkpoint(path)
   texts = prompt_texts(PROMPTS * 8)
   rows = PROMPTS * SAMPLES
-  print(f"shape: {PROMPTS} prompts x {SAMPLES} samples, {PROMPT_LEN} prompt tokens, {NEW_TOKENS} "
-        f"new tokens, one AdamW step on {rows} rows; torch threads {torch.get_num_threads()}, "
-        f"jax devices {jax.devices()}", flush=True)
+  print(
+    f"shape: {PROMPTS} prompts x {SAMPLES} samples, {PROMPT_LEN} prompt tokens, {NEW_TOKENS} "
+    f"new tokens, one AdamW step on {rows} rows; torch threads {torch.get_num_threads()}, "
+    f"jax devices {jax.devices()}",
+    flush=True,
+  )
 
   ours = bench_grpojax(path, FLAGS.steps, FLAGS.warmup, jnp.float32, texts, measure_flops=True)
-  print(f"grpojax f32  : {ours['step_s']:.3f} s/step (sample {ours['time/sample_s']:.3f}, score "
-        f"{ours['time/score_s']:.3f}, learn {ours['time/learn_s']:.3f}); compile "
-        f"{ours['compile_s']:.1f} s (once); reward {ours['reward']:.3f}", flush=True)
+  print(
+    f"grpojax f32  : {ours['step_s']:.3f} s/step (sample {ours['time/sample_s']:.3f}, score "
+    f"{ours['time/score_s']:.3f}, learn {ours['time/learn_s']:.3f}); compile "
+    f"{ours['compile_s']:.1f} s (once); reward {ours['reward']:.3f}",
+    flush=True,
+  )
   peak = matmul_rate_flops()
   achieved = ours["grad_flops"] / ours["time/learn_s"]
-  print(f"learn FLOP/s : {achieved / 1e9:.1f} GFLOP/s (XLA cost analysis: "
-        f"{ours['grad_flops'] / 1e9:.1f} GFLOP per step; 6ND estimate "
-        f"{ours['analytic_flops'] / 1e9:.1f}) vs float32 1024^3 matmul {peak / 1e9:.1f} GFLOP/s "
-        f"({100 * achieved / peak:.0f}% of it)", flush=True)
+  print(
+    f"learn FLOP/s : {achieved / 1e9:.1f} GFLOP/s (XLA cost analysis: "
+    f"{ours['grad_flops'] / 1e9:.1f} GFLOP per step; 6ND estimate "
+    f"{ours['analytic_flops'] / 1e9:.1f}) vs float32 1024^3 matmul {peak / 1e9:.1f} GFLOP/s "
+    f"({100 * achieved / peak:.0f}% of it)",
+    flush=True,
+  )
   if not FLAGS.skip_bf16:
     bf = bench_grpojax(path, FLAGS.steps, FLAGS.warmup, jnp.bfloat16, texts, measure_flops=False)
-    print(f"grpojax bf16 : {bf['step_s']:.3f} s/step (sample {bf['time/sample_s']:.3f}, score "
-          f"{bf['time/score_s']:.3f}, learn {bf['time/learn_s']:.3f}); compile "
-          f"{bf['compile_s']:.1f} s; bf16 compute, f32 params", flush=True)
+    print(
+      f"grpojax bf16 : {bf['step_s']:.3f} s/step (sample {bf['time/sample_s']:.3f}, score "
+      f"{bf['time/score_s']:.3f}, learn {bf['time/learn_s']:.3f}); compile "
+      f"{bf['compile_s']:.1f} s; bf16 compute, f32 params",
+      flush=True,
+    )
   if FLAGS.skip_trl:
     return
   theirs = bench_trl(path, FLAGS.steps, FLAGS.warmup, texts)
-  print(f"TRL {theirs['version']:<9}: {theirs['step_s']:.3f} s/step (generate "
-        f"{theirs['generate_s']:.3f}, rewards+advantages {theirs['score_s']:.3f}, learn "
-        f"{theirs['learn_s']:.3f}, ~{ours['analytic_flops'] / theirs['learn_s'] / 1e9:.0f} GFLOP/s "
-        f"by the 6ND estimate); no old-log-prob forward (one optimiser step per generation)",
-        flush=True)
+  print(
+    f"TRL {theirs['version']:<9}: {theirs['step_s']:.3f} s/step (generate "
+    f"{theirs['generate_s']:.3f}, rewards+advantages {theirs['score_s']:.3f}, learn "
+    f"{theirs['learn_s']:.3f}, ~{ours['analytic_flops'] / theirs['learn_s'] / 1e9:.0f} GFLOP/s "
+    f"by the 6ND estimate); no old-log-prob forward (one optimiser step per generation)",
+    flush=True,
+  )
   print(f"speed-up grpojax / TRL (f32 step time): {theirs['step_s'] / ours['step_s']:.2f}x")
 
 

@@ -75,22 +75,33 @@ class Target:
 
 
 TARGETS = {
-  "v5p-64": Target(devices=32, hbm_gib=95.0, layouts=((1, 32, 1), (1, 8, 4)),
-                   tpu_topology=dict(platform="tpu", topology_name="v5p:2x4x4",
-                                     chip_config_name="megacore", chips_per_host_bounds=(2, 2, 1),
-                                     num_slices=1)),
+  "v5p-64": Target(
+    devices=32,
+    hbm_gib=95.0,
+    layouts=((1, 32, 1), (1, 8, 4)),
+    tpu_topology=dict(
+      platform="tpu",
+      topology_name="v5p:2x4x4",
+      chip_config_name="megacore",
+      chips_per_host_bounds=(2, 2, 1),
+      num_slices=1,
+    ),
+  ),
   "h100x8": Target(devices=8, hbm_gib=81559 / 1024, layouts=((1, 8, 1), (1, 4, 2), (2, 4, 1))),
 }
 
 # Qwen2.5 shapes (config.json of the released checkpoints): untied embeddings, q/k/v biases.
 MODELS = {
-  "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
-                     num_kv_heads=4),
-  "qwen2.5-32b": dict(hidden_size=5120, intermediate_size=27648, num_layers=64, num_heads=40,
-                      num_kv_heads=8),
+  "qwen2.5-7b": dict(
+    hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4
+  ),
+  "qwen2.5-32b": dict(
+    hidden_size=5120, intermediate_size=27648, num_layers=64, num_heads=40, num_kv_heads=8
+  ),
 }
-SHAPE = dict(prompts=64, samples=8, prompt_len=512, new_tokens=1024, rows_per_shard=2,
-             logprob_chunk=1024)
+SHAPE = dict(
+  prompts=64, samples=8, prompt_len=512, new_tokens=1024, rows_per_shard=2, logprob_chunk=1024
+)
 EXECUTABLES = ("sampler", "score", "grad", "update")
 RESIDENT = ("params", "opt_state", "grad_accum", "ref_params", "sampler_params")
 
@@ -102,9 +113,17 @@ def _model_config(name: str, layers: int):
   from grpojax import models
 
   return models.ModelConfig(
-    model_type="qwen2", vocab_size=152064, head_dim=128, attention_bias=True,
-    tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-6, bos_token_id=151643,
-    eos_token_id=151645, **(MODELS[name] | dict(num_layers=layers)))
+    model_type="qwen2",
+    vocab_size=152064,
+    head_dim=128,
+    attention_bias=True,
+    tie_word_embeddings=False,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    **(MODELS[name] | dict(num_layers=layers)),
+  )
 
 
 def _run_config(checkpoint: str, axes, remat: str):
@@ -148,9 +167,12 @@ def worker(spec: dict) -> dict:
       with open(os.path.join(ckpt, "config.json"), "w") as f:
         json.dump(_model_config(spec["model"], layers).to_hf_dict(), f)
       t = time.perf_counter()
-      rep = dry_run.compile_only(_run_config(ckpt, axes, spec["remat"]), mesh,
-                                 executables=spec["executables"],
-                                 constrain_activations=spec["constrain"])
+      rep = dry_run.compile_only(
+        _run_config(ckpt, axes, spec["remat"]),
+        mesh,
+        executables=spec["executables"],
+        constrain_activations=spec["constrain"],
+      )
       rep["compile_s"] = time.perf_counter() - t
     out["by_layers"][str(layers)] = rep
   return out
@@ -171,8 +193,12 @@ def _child_env(target: Target, backend: str, libtpu_path: str) -> dict:
   if backend == "tpu":
     # An ahead-of-time compile: no TPU, no metadata server, one pretend host; several such
     # processes at once (libtpu otherwise takes a lock file per host).
-    env.update(TPU_SKIP_MDS_QUERY="1", TPU_ACCELERATOR_TYPE="v5p-64",
-               TPU_WORKER_HOSTNAMES="localhost", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+    env.update(
+      TPU_SKIP_MDS_QUERY="1",
+      TPU_ACCELERATOR_TYPE="v5p-64",
+      TPU_WORKER_HOSTNAMES="localhost",
+      ALLOW_MULTIPLE_LIBTPU_LOAD="1",
+    )
   else:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={target.devices}"
   return env
@@ -180,12 +206,18 @@ def _child_env(target: Target, backend: str, libtpu_path: str) -> dict:
 
 def run_point(spec: dict, env: dict, timeout_s: int) -> dict:
   """Runs `worker(spec)` in a child process; raises with its stderr's tail on failure."""
-  res = subprocess.run([sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(spec)],
-                       env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+  res = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(spec)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout_s,
+    cwd=REPO,
+  )
   lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
   if res.returncode or not lines:
     raise RuntimeError(f"point {spec} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
-  return json.loads(lines[-1][len("RESULT "):])
+  return json.loads(lines[-1][len("RESULT ") :])
 
 
 def _key(spec: dict) -> str:
@@ -205,11 +237,21 @@ def extrapolate(by_layers: dict, depth: int) -> dict:
   out = {}
   for name in EXECUTABLES:
     if name in first:
-      out[name] = {f: _linear(by_layers, depth, lambda r, n=name, f=f: r[n][f])
-                   for f in ("argument_bytes", "output_bytes", "temp_bytes", "alias_bytes",
-                             "peak_bytes", "transient_bytes") if f in first[name]}
-  out["resident"] = {f: _linear(by_layers, depth, lambda r, f=f: r["resident"][f])
-                     for f in (*RESIDENT, "total")}
+      out[name] = {
+        f: _linear(by_layers, depth, lambda r, n=name, f=f: r[n][f])
+        for f in (
+          "argument_bytes",
+          "output_bytes",
+          "temp_bytes",
+          "alias_bytes",
+          "peak_bytes",
+          "transient_bytes",
+        )
+        if f in first[name]
+      }
+  out["resident"] = {
+    f: _linear(by_layers, depth, lambda r, f=f: r["resident"][f]) for f in (*RESIDENT, "total")
+  }
   return out
 
 
@@ -239,8 +281,9 @@ def _points(args):
     for model in args.models:
       for i, axes in enumerate(TARGETS[target].layouts):
         for constrain in (False, True) if i == 0 and args.unconstrained else (True,):
-          base = dict(target=target, model=model, axes=list(axes), constrain=constrain,
-                      layers=args.layers)
+          base = dict(
+            target=target, model=model, axes=list(axes), constrain=constrain, layers=args.layers
+          )
           yield dict(base, remat="none", executables=list(EXECUTABLES))
           if constrain:  # remat changes only the saved activations of the training forward
             yield dict(base, remat="full", executables=["grad"])
@@ -249,8 +292,14 @@ def _points(args):
 def _verify_points(args):
   """Deeper compiles of one point per target, to check the linear extrapolation."""
   for target in args.targets:
-    base = dict(target=target, model="qwen2.5-7b", axes=list(TARGETS[target].layouts[0]),
-                constrain=True, remat="none", executables=list(EXECUTABLES))
+    base = dict(
+      target=target,
+      model="qwen2.5-7b",
+      axes=list(TARGETS[target].layouts[0]),
+      constrain=True,
+      remat="none",
+      executables=list(EXECUTABLES),
+    )
     yield dict(base, layers=[args.layers[1] * 2])
     if target == "h100x8":  # XLA:CPU compiles all 28 layers in a couple of minutes
       yield dict(base, layers=[MODELS["qwen2.5-7b"]["num_layers"]])
@@ -266,7 +315,8 @@ def write_markdown(path: str, args, results: dict, backends: dict) -> None:
     "| model | target | data,fsdp,tensor | act. constraint | remat | sampler arg/temp/peak "
     "| score peak | grad temp/peak | update peak "
     "| resident (params+opt+grad+ref+sampler) | step peak | fits |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for spec in _points(args):
     if spec["remat"] != "none":
       continue
@@ -288,24 +338,33 @@ def write_markdown(path: str, args, results: dict, backends: dict) -> None:
         f"| {_gib(s['argument_bytes'])}/{_gib(s['temp_bytes'])}/{_gib(s['peak_bytes'])} "
         f"| {_gib(rep['score']['peak_bytes'])} | {_gib(g['temp_bytes'])}/{_gib(g['peak_bytes'])} "
         f"| {_gib(rep['update']['peak_bytes'])} "
-        f"| {_gib(res['total'])} = " + "+".join(_gib(res[k]) for k in RESIDENT)
-        + f" | {_gib(peak)} ({worst}) | {'yes' if peak <= hbm * GIB else 'no'} |")
+        f"| {_gib(res['total'])} = "
+        + "+".join(_gib(res[k]) for k in RESIDENT)
+        + f" | {_gib(peak)} ({worst}) | {'yes' if peak <= hbm * GIB else 'no'} |"
+      )
   table = "\n".join(lines)
 
-  kv = ["| model | target | data,fsdp,tensor | KV cache total | per device (formula) "
-        "| sampler temp per device (compiled) |", "|---|---|---|---|---|---|"]
+  kv = [
+    "| model | target | data,fsdp,tensor | KV cache total | per device (formula) "
+    "| sampler temp per device (compiled) |",
+    "|---|---|---|---|---|---|",
+  ]
   for spec in _points(args):
     if spec["remat"] != "none" or not spec["constrain"]:
       continue
     total, per = kv_cache_bytes(spec["model"], spec["axes"])
     rep = extrapolate(results[_key(spec)]["by_layers"], MODELS[spec["model"]]["num_layers"])
-    kv.append(f"| {spec['model']} | {spec['target']} | {','.join(map(str, spec['axes']))} "
-              f"| {_gib(total)} | {_gib(per)} | {_gib(rep['sampler']['temp_bytes'])} |")
+    kv.append(
+      f"| {spec['model']} | {spec['target']} | {','.join(map(str, spec['axes']))} "
+      f"| {_gib(total)} | {_gib(per)} | {_gib(rep['sampler']['temp_bytes'])} |"
+    )
 
-  ver = ["| target | model | data,fsdp,tensor | layers | executable | temp compiled "
-         "| temp extrapolated | peak compiled | peak extrapolated |",
-         "|---|---|---|---|---|---|---|---|---|"]
-  for spec in (_verify_points(args) if args.verify else ()):
+  ver = [
+    "| target | model | data,fsdp,tensor | layers | executable | temp compiled "
+    "| temp extrapolated | peak compiled | peak extrapolated |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for spec in _verify_points(args) if args.verify else ():
     deep = results.get(_key(spec))
     if deep is None:
       continue
@@ -314,15 +373,19 @@ def write_markdown(path: str, args, results: dict, backends: dict) -> None:
     rep = extrapolate(base["by_layers"], layers)
     actual = deep["by_layers"][str(layers)]
     for name in EXECUTABLES:
-      ver.append(f"| {spec['target']} | {spec['model']} | {','.join(map(str, spec['axes']))} "
-                 f"| {layers} | {name} | {_gib(actual[name]['temp_bytes'])} "
-                 f"| {_gib(rep[name]['temp_bytes'])} | {_gib(actual[name]['peak_bytes'])} "
-                 f"| {_gib(rep[name]['peak_bytes'])} |")
+      ver.append(
+        f"| {spec['target']} | {spec['model']} | {','.join(map(str, spec['axes']))} "
+        f"| {layers} | {name} | {_gib(actual[name]['temp_bytes'])} "
+        f"| {_gib(rep[name]['temp_bytes'])} | {_gib(actual[name]['peak_bytes'])} "
+        f"| {_gib(rep[name]['peak_bytes'])} |"
+      )
 
   kept = _read_kept(path)  # before "w" truncates the file
   with open(path, "w") as f:
-    f.write("<!-- tables generated by experiments/scaling.py; the notes between the markers "
-            "are written by hand and kept by reruns -->\n")
+    f.write(
+      "<!-- tables generated by experiments/scaling.py; the notes between the markers "
+      "are written by hand and kept by reruns -->\n"
+    )
     f.write(_KEEP_START + "\n" + kept + _KEEP_END + "\n\n")
     f.write("## Per-device memory (GiB), extrapolated to the full depth\n\n" + table + "\n\n")
     f.write("## Sampler KV cache\n\n" + "\n".join(kv) + "\n\n")
@@ -347,22 +410,39 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--targets", default=",".join(TARGETS), type=lambda s: s.split(","))
   ap.add_argument("--models", default=",".join(MODELS), type=lambda s: s.split(","))
-  ap.add_argument("--layers", default="1,2", type=lambda s: [int(x) for x in s.split(",")],
-                  help="the two depths each point is compiled at")
-  ap.add_argument("--unconstrained", action=argparse.BooleanOptionalAction, default=True,
-                  help="also compile the first layout without the activation constraint, as "
-                  "the model code stands")
-  ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                  help="compile deeper points to check the linear extrapolation")
-  ap.add_argument("--libtpu_path", default="",
-                  help="a directory holding the libtpu package (pip install --target DIR "
-                  "libtpu==<the version jax[tpu] pins>) for real TPU compiles of v5p-64")
-  ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "grpojax_scaling.json"),
-                  help="results by point; a rerun compiles only the points missing here")
+  ap.add_argument(
+    "--layers",
+    default="1,2",
+    type=lambda s: [int(x) for x in s.split(",")],
+    help="the two depths each point is compiled at",
+  )
+  ap.add_argument(
+    "--unconstrained",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="also compile the first layout without the activation constraint, as "
+    "the model code stands",
+  )
+  ap.add_argument(
+    "--verify",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="compile deeper points to check the linear extrapolation",
+  )
+  ap.add_argument(
+    "--libtpu_path",
+    default="",
+    help="a directory holding the libtpu package (pip install --target DIR "
+    "libtpu==<the version jax[tpu] pins>) for real TPU compiles of v5p-64",
+  )
+  ap.add_argument(
+    "--cache",
+    default=os.path.join(tempfile.gettempdir(), "grpojax_scaling.json"),
+    help="results by point; a rerun compiles only the points missing here",
+  )
   ap.add_argument("--out", default=os.path.join(REPO, "experiments", "scaling.md"))
   ap.add_argument("--timeout_s", type=int, default=3600)
-  ap.add_argument("--jobs", type=int, default=2,
-                  help="points compiled at once")
+  ap.add_argument("--jobs", type=int, default=2, help="points compiled at once")
   ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args._worker:
@@ -371,8 +451,9 @@ def main():
   if len(args.layers) != 2 or args.layers[0] >= args.layers[1]:
     ap.error("--layers takes two increasing depths, e.g. 2,4")
   tpu = bool(args.libtpu_path) and _libtpu_importable(args.libtpu_path)
-  backends = {t: "TPU compiler" if TARGETS[t].tpu_topology and tpu else "XLA:CPU"
-              for t in args.targets}
+  backends = {
+    t: "TPU compiler" if TARGETS[t].tpu_topology and tpu else "XLA:CPU" for t in args.targets
+  }
   results = json.load(open(args.cache)) if os.path.exists(args.cache) else {}
   specs = list(_points(args)) + (list(_verify_points(args)) if args.verify else [])
   t0 = time.perf_counter()
@@ -380,16 +461,18 @@ def main():
   backend_of = lambda spec: "tpu" if backends[spec["target"]] == "TPU compiler" else "cpu"
   # Slow (TPU) and fast (XLA:CPU) points interleaved, so that lanes finish together.
   tpu, cpu = ([s for s in todo if backend_of(s) == b] for b in ("tpu", "cpu"))
-  lanes = [(tpu + cpu)[i::args.jobs] for i in range(args.jobs)]
+  lanes = [(tpu + cpu)[i :: args.jobs] for i in range(args.jobs)]
   lock, failures, done = threading.Lock(), [], []
 
   def lane(specs):
     for spec in specs:
       t = time.perf_counter()
       try:
-        out = run_point(dict(spec, backend=backend_of(spec)),
-                        _child_env(TARGETS[spec["target"]], backend_of(spec), args.libtpu_path),
-                        args.timeout_s)
+        out = run_point(
+          dict(spec, backend=backend_of(spec)),
+          _child_env(TARGETS[spec["target"]], backend_of(spec), args.libtpu_path),
+          args.timeout_s,
+        )
       except (RuntimeError, subprocess.TimeoutExpired) as e:
         with lock:
           failures.append(f"{spec}: {e}")
@@ -398,9 +481,12 @@ def main():
       with lock:
         results[_key(spec)] = out
         done.append(spec)
-        print(f"[{len(done)}/{len(todo)}] {spec['target']} {spec['model']} {spec['axes']} "
-              f"remat={spec['remat']} constrain={spec['constrain']} layers={spec['layers']}: "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+        print(
+          f"[{len(done)}/{len(todo)}] {spec['target']} {spec['model']} {spec['axes']} "
+          f"remat={spec['remat']} constrain={spec['constrain']} layers={spec['layers']}: "
+          f"{time.perf_counter() - t:.0f} s",
+          flush=True,
+        )
         with open(args.cache, "w") as f:
           json.dump(results, f)
 

@@ -75,13 +75,21 @@ from grpojax.parallel import steps as parallel_steps
 from grpojax.precision import policy as precision_policy
 from grpojax.rl import sequences, setup, steps
 
-_MEMORY_FIELDS = (("argument", "argument_size_in_bytes"), ("output", "output_size_in_bytes"),
-                  ("temp", "temp_size_in_bytes"), ("code", "generated_code_size_in_bytes"),
-                  ("alias", "alias_size_in_bytes"))
+_MEMORY_FIELDS = (
+  ("argument", "argument_size_in_bytes"),
+  ("output", "output_size_in_bytes"),
+  ("temp", "temp_size_in_bytes"),
+  ("code", "generated_code_size_in_bytes"),
+  ("alias", "alias_size_in_bytes"),
+)
 
 # Which resident arrays (see the module docstring) each executable takes as arguments.
-_RESIDENT_ARGS = {"sampler": ("sampler_params",), "score": ("params",), "grad": ("params",),
-                  "update": ("params", "opt_state", "grad_accum")}
+_RESIDENT_ARGS = {
+  "sampler": ("sampler_params",),
+  "score": ("params",),
+  "grad": ("params",),
+  "update": ("params", "opt_state", "grad_accum"),
+}
 
 
 def abstract_policy(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
@@ -120,8 +128,9 @@ def _report(compiled) -> dict[str, float]:
       if hasattr(mem, attr):
         out[f"{name}_bytes"] = int(getattr(mem, attr))
     if all(f"{k}_bytes" in out for k in ("argument", "output", "temp", "alias")):
-      out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"]
-                           - out["alias_bytes"])
+      out["peak_bytes"] = (
+        out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+      )
   try:
     cost = compiled.cost_analysis()
   except Exception:
@@ -139,8 +148,9 @@ def per_device_bytes(tree, shardings) -> int:
   Every device holds the same amount under a `NamedSharding` whose axes divide the dimensions
   (which `rules.partition_spec` guarantees), so device 0's shard is representative.
   """
-  sizes = jax.tree.map(lambda x, s: math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize,
-                       tree, shardings)
+  sizes = jax.tree.map(
+    lambda x, s: math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize, tree, shardings
+  )
   return int(sum(jax.tree.leaves(sizes)))
 
 
@@ -153,8 +163,9 @@ def batch_shards(mesh: jax.sharding.Mesh) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def check_batch_divides(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                        label: str = "config.mesh") -> None:
+def check_batch_divides(
+  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, label: str = "config.mesh"
+) -> None:
   """Raises a ValueError unless the mesh's batch axes divide every batch the run shards.
 
   The sampler splits its P prompts, the trainer its P·G rollout rows and M micro-batch rows, all
@@ -162,24 +173,31 @@ def check_batch_divides(config: ml_collections.ConfigDict, mesh: jax.sharding.Me
   """
   shards = batch_shards(mesh)
   ro, tr = config.rollout, config.train
-  sizes = {"rollout.prompts_per_step": ro.prompts_per_step,
-           "rollout.prompts_per_step * rollout.samples_per_prompt":
-             ro.prompts_per_step * ro.samples_per_prompt,
-           "train.microbatch_rows": tr.microbatch_rows}
+  sizes = {
+    "rollout.prompts_per_step": ro.prompts_per_step,
+    "rollout.prompts_per_step * rollout.samples_per_prompt": ro.prompts_per_step
+    * ro.samples_per_prompt,
+    "train.microbatch_rows": tr.microbatch_rows,
+  }
   bad = {name: n for name, n in sizes.items() if n % shards}
   if bad:
     listed = ", ".join(f"{name} = {n}" for name, n in bad.items())
     raise ValueError(
       f"{label} {dict(mesh.shape)} splits batches {shards} ways (data x fsdp), which does not "
-      f"divide {listed}; make them multiples of {shards} or move devices to the tensor axis")
+      f"divide {listed}; make them multiples of {shards} or move devices to the tensor axis"
+    )
 
 
 EXECUTABLES = ("sampler", "score", "grad", "update")
 
 
-def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None, *,
-                 executables: Sequence[str] = EXECUTABLES,
-                 constrain_activations: bool = True) -> dict[str, dict[str, Any]]:
+def compile_only(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh | None = None,
+  *,
+  executables: Sequence[str] = EXECUTABLES,
+  constrain_activations: bool = True,
+) -> dict[str, dict[str, Any]]:
   """Lowers and compiles the sampler and the RL step functions of `config` for a mesh.
 
   Args:
@@ -219,14 +237,20 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   graphdef, params = nnx.split(model, nnx.Param)  # abstract: leaves are ShapeDtypeStructs
   objective = objectives.make(config.objective)
   rl_opt = train._optimizer(config.optim, config.train.steps)  # the trainer's exact optimiser
-  fns = steps.build(graphdef, objective, rl_opt, temperature=ro.temperature,
-                    compute_entropy=True, seq_chunk=tr.logprob_chunk, vocab_chunk=None)
+  fns = steps.build(
+    graphdef,
+    objective,
+    rl_opt,
+    temperature=ro.temperature,
+    compute_entropy=True,
+    seq_chunk=tr.logprob_chunk,
+    vocab_chunk=None,
+  )
   opt_state = jax.eval_shape(rl_opt.init, params)
   train_sh = rules_lib.param_shardings(params, mesh, rules_lib.DEFAULT_RULES)
   sample_sh = rules_lib.param_shardings(params, mesh, rules_lib.SAMPLE_RULES)
   opt_sh = rules_lib.param_shardings(opt_state, mesh, rules_lib.DEFAULT_RULES)
-  fns = parallel_steps.sharded_steps(fns, mesh=mesh, param_shardings=train_sh,
-                                     opt_shardings=opt_sh)
+  fns = parallel_steps.sharded_steps(fns, mesh=mesh, param_shardings=train_sh, opt_shardings=opt_sh)
   data, rep = rules_lib.batch_sharding(mesh), rules_lib.replicated(mesh)
 
   p, g, tp, n = ro.prompts_per_step, ro.samples_per_prompt, ro.max_prompt_len, ro.max_new_tokens
@@ -236,34 +260,55 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
 
   # Sampler: the exact static arguments `rollout._generate` passes, bound so that jit's
   # in_shardings cover the array arguments only.
-  sampling_params = sampling.SamplingParams(temperature=ro.temperature, top_k=ro.top_k or None,
-                                            top_p=ro.top_p, min_p=ro.min_p)
-  sampler_kw = dict(max_new_tokens=n, num_samples=g, params=sampling_params,
-                    stop_ids=tuple(sorted(tok.eos_ids)), pad_id=tok.pad_id)
-  sampler = jax.jit(functools.partial(sampling.generate_padded.__wrapped__, graphdef, **sampler_kw),
-                    in_shardings=(sample_sh, data, data, rep), out_shardings=data)
+  sampling_params = sampling.SamplingParams(
+    temperature=ro.temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
+  )
+  sampler_kw = dict(
+    max_new_tokens=n,
+    num_samples=g,
+    params=sampling_params,
+    stop_ids=tuple(sorted(tok.eos_ids)),
+    pad_id=tok.pad_id,
+  )
+  sampler = jax.jit(
+    functools.partial(sampling.generate_padded.__wrapped__, graphdef, **sampler_kw),
+    in_shardings=(sample_sh, data, data, rep),
+    out_shardings=data,
+  )
   prompts = _sds((p, tp), jnp.int32)
   # The trainer's sampler copy: in the compute dtype when that changes no rollout number.
   rollout_dtype = precision_policy.rollout_copy_dtype(model)
-  sampler_params = params if rollout_dtype is None else jax.eval_shape(
-    lambda p: precision_policy.cast_floating_params(p, rollout_dtype), params)
+  sampler_params = (
+    params
+    if rollout_dtype is None
+    else jax.eval_shape(lambda p: precision_policy.cast_floating_params(p, rollout_dtype), params)
+  )
   if "sampler" in executables:
     results["sampler"] = _report(sampler.lower(sampler_params, prompts, prompts, key).compile())
 
   # Trainer rows of one micro-batch, with the dtypes the real rollout produces.
   completions = jax.eval_shape(
-    lambda pr, mk, k: sampling.generate_padded(graphdef, params, pr, mk, k,
-                                               **(sampler_kw | dict(num_samples=1))),
-    _sds((micro, tp), jnp.int32), _sds((micro, tp), jnp.int32), key)
+    lambda pr, mk, k: sampling.generate_padded(
+      graphdef, params, pr, mk, k, **(sampler_kw | dict(num_samples=1))
+    ),
+    _sds((micro, tp), jnp.int32),
+    _sds((micro, tp), jnp.int32),
+    key,
+  )
   seqs = jax.eval_shape(sequences.from_completions, completions)
   if "score" in executables:
     results["score"] = _report(fns.score.lower(params, seqs).compile())
 
   f32 = lambda *shape: _sds(shape, jnp.float32)
   batch = objectives.LossBatch(
-    old_logprobs=f32(micro, n), sampler_logprobs=f32(micro, n),
+    old_logprobs=f32(micro, n),
+    sampler_logprobs=f32(micro, n),
     ref_logprobs=f32(micro, n) if setup.needs_reference(config) else None,
-    advantages=f32(micro, n), mask=seqs.completion_mask, rewards=f32(micro), max_len=n)
+    advantages=f32(micro, n),
+    mask=seqs.completion_mask,
+    rewards=f32(micro),
+    max_len=n,
+  )
   obj_state = jax.eval_shape(objective.init)
   if "grad" in executables:
     # The gradient function the trainer calls: with one update per rollout it takes the old
@@ -274,32 +319,42 @@ def compile_only(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
     results["update"] = _report(fns.update.lower(params, opt_state, params, f32()).compile())
 
   param_bytes = per_device_bytes(params, train_sh)
-  separate_sampler = (jax.tree.leaves(train_sh) != jax.tree.leaves(sample_sh)
-                      or rollout_dtype is not None)
+  separate_sampler = (
+    jax.tree.leaves(train_sh) != jax.tree.leaves(sample_sh) or rollout_dtype is not None
+  )
   resident = dict(
-    params=param_bytes, opt_state=per_device_bytes(opt_state, opt_sh), grad_accum=param_bytes,
+    params=param_bytes,
+    opt_state=per_device_bytes(opt_state, opt_sh),
+    grad_accum=param_bytes,
     ref_params=param_bytes if setup.needs_reference(config) else 0,
-    sampler_params=per_device_bytes(sampler_params, sample_sh) if separate_sampler else 0)
+    sampler_params=per_device_bytes(sampler_params, sample_sh) if separate_sampler else 0,
+  )
   resident["total"] = sum(resident.values())
   # Without a separate copy the sampler reads the training parameters.
   held = dict(resident, sampler_params=resident["sampler_params"] or param_bytes)
   for name in executables:
     if "peak_bytes" in results[name]:
       results[name]["transient_bytes"] = max(
-        results[name]["peak_bytes"] - sum(held[a] for a in _RESIDENT_ARGS[name]), 0)
-  transients = {k: results[k]["transient_bytes"] for k in executables
-                if "transient_bytes" in results[k]}
+        results[name]["peak_bytes"] - sum(held[a] for a in _RESIDENT_ARGS[name]), 0
+      )
+  transients = {
+    k: results[k]["transient_bytes"] for k in executables if "transient_bytes" in results[k]
+  }
   results["resident"] = resident
   if transients:
     worst = max(transients, key=transients.get)
-    results["step_peak_bytes"] = dict(bytes=resident["total"] + transients[worst],
-                                      executable=worst)
+    results["step_peak_bytes"] = dict(bytes=resident["total"] + transients[worst], executable=worst)
   results["mesh"] = dict(mesh.shape)
   num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-  results["shapes"] = dict(params=num_params, sampler_rows=p * g, sampler_len=tp + n,
-                           micro_rows=micro, vocab=model.config.vocab_size,
-                           param_dtypes=sorted({str(x.dtype) for x in jax.tree.leaves(params)}),
-                           compute_dtype=jnp.dtype(model.dtype).name)
+  results["shapes"] = dict(
+    params=num_params,
+    sampler_rows=p * g,
+    sampler_len=tp + n,
+    micro_rows=micro,
+    vocab=model.config.vocab_size,
+    param_dtypes=sorted({str(x.dtype) for x in jax.tree.leaves(params)}),
+    compute_dtype=jnp.dtype(model.dtype).name,
+  )
   return results
 
 
@@ -308,16 +363,21 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
   cols = ("argument", "output", "temp", "code", "peak")
   lines = []
   if "mesh" in results:
-    lines.append("mesh " + " x ".join(f"{k}={v}" for k, v in results["mesh"].items())
-                 + " (bytes are per device)")
-  lines.append(f"{'executable':<10}" + "".join(f"{c + ' MiB':>14}" for c in cols)
-               + f"{'GFLOP':>12}")
+    lines.append(
+      "mesh "
+      + " x ".join(f"{k}={v}" for k, v in results["mesh"].items())
+      + " (bytes are per device)"
+    )
+  lines.append(
+    f"{'executable':<10}" + "".join(f"{c + ' MiB':>14}" for c in cols) + f"{'GFLOP':>12}"
+  )
   for name in EXECUTABLES:
     if name not in results:
       continue
     rep = results[name]
-    cells = "".join(f"{rep[c + '_bytes'] / 2**20:>14.3f}" if c + "_bytes" in rep else f"{'-':>14}"
-                    for c in cols)
+    cells = "".join(
+      f"{rep[c + '_bytes'] / 2**20:>14.3f}" if c + "_bytes" in rep else f"{'-':>14}" for c in cols
+    )
     flops = f"{rep['flops'] / 1e9:>12.4f}" if "flops" in rep else f"{'-':>12}"
     lines.append(f"{name:<10}{cells}{flops}")
   res = results.get("resident")
@@ -326,12 +386,16 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     lines.append(f"resident MiB per device: {res['total'] / 2**20:.3f} ({parts})")
   if "step_peak_bytes" in results:
     sp = results["step_peak_bytes"]
-    lines.append(f"step peak MiB per device: {sp['bytes'] / 2**20:.3f} "
-                 f"(resident + {sp['executable']}'s transient)")
+    lines.append(
+      f"step peak MiB per device: {sp['bytes'] / 2**20:.3f} "
+      f"(resident + {sp['executable']}'s transient)"
+    )
   s = results.get("shapes", {})
   if s:
-    lines.append(f"params {s['params']:,}; sampler {s['sampler_rows']} rows x {s['sampler_len']} "
-                 f"tokens; grad {s['micro_rows']} rows per micro-batch; vocab {s['vocab']}")
+    lines.append(
+      f"params {s['params']:,}; sampler {s['sampler_rows']} rows x {s['sampler_len']} "
+      f"tokens; grad {s['micro_rows']} rows per micro-batch; vocab {s['vocab']}"
+    )
   return "\n".join(lines)
 
 
@@ -341,8 +405,7 @@ def main(argv):
   config = flags.FLAGS.config
   if config is None:
     raise app.UsageError("--config is required")
-  print(f"backend {jax.default_backend()}, {jax.device_count()} x "
-        f"{jax.devices()[0].device_kind}")
+  print(f"backend {jax.default_backend()}, {jax.device_count()} x {jax.devices()[0].device_kind}")
   print(format_table(compile_only(config)), flush=True)
 
 

@@ -12,13 +12,19 @@ from grpojax import train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-flags.DEFINE_string("coordinator_address", None,
-                    "host:port of process 0, to initialise jax.distributed for multi-host runs.")
+flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "host:port of process 0, to initialise jax.distributed for multi-host runs.",
+)
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host runs).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host runs).")
-flags.DEFINE_bool("distributed", False,
-                  "Join a multi-host run whose coordinator, process count and id jax detects "
-                  "from the cluster's environment (TPU pods, SLURM, Open MPI, Kubernetes).")
+flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Join a multi-host run whose coordinator, process count and id jax detects "
+  "from the cluster's environment (TPU pods, SLURM, Open MPI, Kubernetes).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -29,8 +35,11 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   if FLAGS.coordinator_address:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    jax.distributed.initialize(
+      coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id,
+    )
   elif FLAGS.distributed:
     jax.distributed.initialize()
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

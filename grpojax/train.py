@@ -32,8 +32,17 @@ from grpojax.precision import policy as precision_policy
 from grpojax.rl import rollout, setup, steps
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
-_RL_KEYS = ("reward/mean", "reward/accuracy", "loss", "entropy/mean", "response/length",
-            "objective/clip_frac_high", "objective/ppo_kl", "grad_norm", "time/step_s")
+_RL_KEYS = (
+  "reward/mean",
+  "reward/accuracy",
+  "loss",
+  "entropy/mean",
+  "response/length",
+  "objective/clip_frac_high",
+  "objective/ppo_kl",
+  "grad_norm",
+  "time/step_s",
+)
 
 
 class TrainState(NamedTuple):
@@ -51,27 +60,40 @@ def _optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gradie
   """Global-norm clipping then AdamW on a warmup + (constant | cosine) schedule."""
   warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
   if cfg.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(total_steps, 1),
-                                            end_value=cfg.learning_rate * cfg.final_lr_fraction)
+    lr = optax.warmup_cosine_decay_schedule(
+      0.0,
+      cfg.learning_rate,
+      warmup,
+      max(total_steps, 1),
+      end_value=cfg.learning_rate * cfg.final_lr_fraction,
+    )
   else:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
-                               optax.constant_schedule(cfg.learning_rate)], [warmup])
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+    lr = optax.join_schedules(
+      [
+        optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
+        optax.constant_schedule(cfg.learning_rate),
+      ],
+      [warmup],
+    )
+  return optax.chain(
+    optax.clip_by_global_norm(cfg.grad_clip),
+    optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+  )
 
 
 def _micro_slice(layout, tree, start: int, rows: int):
   """Rows [start, start + rows) of every leaf, split over the batch axes."""
   sharding = layout.rows(rows)
-  return jax.tree.map(lambda x: jax.device_put(x[start:start + rows], sharding), tree)
+  return jax.tree.map(lambda x: jax.device_put(x[start : start + rows], sharding), tree)
 
 
 def _concat_micro(layout, fn, seqs, micro_rows):
   """Applies `fn` to row slices of `seqs` and concatenates each output along rows."""
   rows = seqs.tokens.shape[0]
   outs = [fn(_micro_slice(layout, seqs, i, micro_rows)) for i in range(0, rows, micro_rows)]
-  cat = lambda *xs: None if xs[0] is None else jax.device_put(jnp.concatenate(xs),
-                                                              layout.rows(rows))
+  cat = lambda *xs: (
+    None if xs[0] is None else jax.device_put(jnp.concatenate(xs), layout.rows(rows))
+  )
   return jax.tree.map(cat, *outs, is_leaf=lambda x: x is None)
 
 
@@ -105,8 +127,13 @@ def _rollout_params(config, state: TrainState, to_rollout, rl_step: int, key):
   params = to_rollout(state.params)
   aqn = config.precision.aqn
   if aqn.enabled:
-    sigma = noise.aqn_sigma(rl_step, config.train.steps, num_stages=aqn.num_stages,
-                            sigma_start=aqn.sigma_start, sigma_end=aqn.sigma_end)
+    sigma = noise.aqn_sigma(
+      rl_step,
+      config.train.steps,
+      num_stages=aqn.num_stages,
+      sigma_start=aqn.sigma_start,
+      sigma_end=aqn.sigma_end,
+    )
     if sigma > 0:
       params = noise.add_norm_noise(params, jax.random.fold_in(key, 7), sigma)
   return params
@@ -116,38 +143,66 @@ def uses_fused_old_logprobs(config: ml_collections.ConfigDict) -> bool:
   """Whether the old log-probs come out of the update's own forward pass (`grad_on_policy`):
   exact with one update per rollout. ProGRPO's advantages need them before any update."""
   tr = config.train
-  return (tr.epochs == 1 and tr.minibatches == 1
-          and config.objective.advantage.name != "progrpo")
+  return tr.epochs == 1 and tr.minibatches == 1 and config.objective.advantage.name != "progrpo"
 
 
-def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to_rollout,
-             sample_graphdef, rl_step: int):
+def _rl_step(
+  run,
+  layout,
+  config,
+  fns,
+  state: TrainState,
+  key,
+  use_ref: bool,
+  to_rollout,
+  sample_graphdef,
+  rl_step: int,
+):
   """One RL step: sample, score, advantages, then epochs x minibatches of updates."""
   ro, tr = config.rollout, config.train
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   t0 = time.perf_counter()
   sample_params = _rollout_params(config, state, to_rollout, rl_step, key)
-  ro_batch, position = rollout.sample_groups(run, layout, sample_graphdef, sample_params, config,
-                                             int(state.data_position), jax.random.fold_in(key, 0))
+  ro_batch, position = rollout.sample_groups(
+    run,
+    layout,
+    sample_graphdef,
+    sample_params,
+    config,
+    int(state.data_position),
+    jax.random.fold_in(key, 0),
+  )
   del sample_params
   seqs = ro_batch.seqs
   t1 = time.perf_counter()
   on_policy = uses_fused_old_logprobs(config)
-  old_lp, entropy = (None, None) if on_policy else _concat_micro(
-    layout, lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
-  ref_lp = (_concat_micro(layout, lambda s: fns.score(state.ref_params, s)[0], seqs,
-                          tr.microbatch_rows) if use_ref else None)
+  old_lp, entropy = (
+    (None, None)
+    if on_policy
+    else _concat_micro(layout, lambda s: fns.score(state.params, s), seqs, tr.microbatch_rows)
+  )
+  ref_lp = (
+    _concat_micro(layout, lambda s: fns.score(state.ref_params, s)[0], seqs, tr.microbatch_rows)
+    if use_ref
+    else None
+  )
   mask = seqs.completion_mask
-  adv_pg = run.objective.advantages(layout.put_replicated(ro_batch.rewards.reshape(p, g)),
-                                    logprobs_bt=old_lp, mask_bt=mask)
+  adv_pg = run.objective.advantages(
+    layout.put_replicated(ro_batch.rewards.reshape(p, g)), logprobs_bt=old_lp, mask_bt=mask
+  )
   n = mask.shape[1]
   rows_sharding = layout.rows(p * g)
   batch = objectives.LossBatch(
     old_logprobs=jnp.zeros_like(mask, jnp.float32) if on_policy else old_lp,
-    sampler_logprobs=ro_batch.sampler_logprobs, ref_logprobs=ref_lp,
-    advantages=jax.device_put(jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape)
-                              .astype(jnp.float32), rows_sharding),
-    mask=mask, rewards=layout.put_rows(ro_batch.rewards), max_len=n)
+    sampler_logprobs=ro_batch.sampler_logprobs,
+    ref_logprobs=ref_lp,
+    advantages=jax.device_put(
+      jnp.broadcast_to(adv_pg.reshape(-1, 1), mask.shape).astype(jnp.float32), rows_sharding
+    ),
+    mask=mask,
+    rewards=layout.put_rows(ro_batch.rewards),
+    max_len=n,
+  )
   t2 = time.perf_counter()
   params, opt_state = state.params, state.opt_state
   # Every micro-batch sees the step's incoming objective state (a fixed KL coefficient within
@@ -162,8 +217,13 @@ def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to
       grad_sum, loss_sum, denom = None, 0.0, 0.0
       for start in range(mb * mb_rows, (mb + 1) * mb_rows, tr.microbatch_rows):
         micro_key = jax.random.fold_in(key, 1 + (epoch * tr.minibatches + mb) * rows + start)
-        args = (params, _micro_slice(layout, seqs, start, tr.microbatch_rows),
-                _micro_slice(layout, batch, start, tr.microbatch_rows), obj_in, micro_key)
+        args = (
+          params,
+          _micro_slice(layout, seqs, start, tr.microbatch_rows),
+          _micro_slice(layout, batch, start, tr.microbatch_rows),
+          obj_in,
+          micro_key,
+        )
         if on_policy:
           gr, ls, dn, metrics, new_obj, old_mb, ent_mb = fns.grad_on_policy(*args)
           fused_old.append(old_mb)
@@ -192,9 +252,13 @@ def _rl_step(run, layout, config, fns, state: TrainState, key, use_ref: bool, to
   logs.update(mismatch_metrics(old_lp, ro_batch.sampler_logprobs, mask))
   logs["time/sample_s"], logs["time/score_s"], logs["time/learn_s"] = t1 - t0, t2 - t1, t3 - t2
   logs["time/tokens_per_s"] = float(jnp.sum(seqs.completion_mask)) / max(t1 - t0, 1e-9)
-  state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         objective_state=obj_state,
-                         data_position=layout.put_replicated(np.int32(position)))
+  state = state._replace(
+    step=state.step + 1,
+    params=params,
+    opt_state=opt_state,
+    objective_state=obj_state,
+    data_position=layout.put_replicated(np.int32(position)),
+  )
   return state, logs, all_finite
 
 
@@ -203,24 +267,32 @@ def _state_shardings(layout, abstract_state: TrainState) -> TrainState:
   everything small replicated."""
   rep = layout.replicated
   return TrainState(
-    step=rep, params=layout.train_shardings(abstract_state.params),
+    step=rep,
+    params=layout.train_shardings(abstract_state.params),
     opt_state=layout.train_shardings(abstract_state.opt_state),
     objective_state=jax.tree.map(lambda _: rep, abstract_state.objective_state),
-    ref_params=(None if abstract_state.ref_params is None
-                else layout.train_shardings(abstract_state.ref_params)),
-    data_position=rep)
+    ref_params=(
+      None
+      if abstract_state.ref_params is None
+      else layout.train_shardings(abstract_state.ref_params)
+    ),
+    data_position=rep,
+  )
 
 
 def check_mesh_divides(config: ml_collections.ConfigDict, layout) -> None:
   """The trainer's row counts must split evenly over the batch axes; errors name the field."""
   shards = layout.batch_shards
   rows = config.rollout.prompts_per_step * config.rollout.samples_per_prompt
-  for field, value in (("train.microbatch_rows", config.train.microbatch_rows),
-                       ("rollout.prompts_per_step x samples_per_prompt", rows)):
+  for field, value in (
+    ("train.microbatch_rows", config.train.microbatch_rows),
+    ("rollout.prompts_per_step x samples_per_prompt", rows),
+  ):
     if value % shards:
       raise ValueError(
         f"config.{field} = {value} does not split over the {shards} devices of the batch axes "
-        f"(config.mesh: {dict(layout.mesh.shape)}); make it a multiple of {shards}")
+        f"(config.mesh: {dict(layout.mesh.shape)}); make it a multiple of {shards}"
+      )
 
 
 def mismatch_metrics(trainer_lp, sampler_lp, mask, tis_cap: float = 2.0) -> dict[str, float]:
@@ -235,9 +307,11 @@ def mismatch_metrics(trainer_lp, sampler_lp, mask, tis_cap: float = 2.0) -> dict
   log_r = jnp.clip(delta, -20.0, 20.0)
   k3 = jnp.exp(log_r) - 1.0 - log_r
   beyond = (jnp.abs(delta) > np.log(tis_cap)).astype(jnp.float32)
-  return {"mismatch/abs_logprob": float(masked.masked_mean(jnp.abs(delta), mask)),
-          "mismatch/k3_kl": float(masked.masked_mean(k3, mask)),
-          "mismatch/beyond_tis_frac": float(masked.masked_mean(beyond, mask))}
+  return {
+    "mismatch/abs_logprob": float(masked.masked_mean(jnp.abs(delta), mask)),
+    "mismatch/k3_kl": float(masked.masked_mean(k3, mask)),
+    "mismatch/beyond_tis_frac": float(masked.masked_mean(beyond, mask)),
+  }
 
 
 def _rollout_model(model, config):
@@ -279,20 +353,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def make_state(params) -> TrainState:
     # The reference is a copy: `update` donates the parameters' buffers.
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=opt_init(first_opt, params), objective_state=run.objective.init(),
-                      ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
-                      data_position=jnp.zeros((), jnp.int32))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=opt_init(first_opt, params),
+      objective_state=run.objective.init(),
+      ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
+      data_position=jnp.zeros((), jnp.int32),
+    )
 
   abstract = jax.eval_shape(make_state, params0)
   shardings = _state_shardings(layout, abstract)
   train_shardings = shardings.params
   sample_graphdef, to_rollout = rollout_copier(_rollout_model(run.model, config), layout)
   opt_shardings = shardings.opt_state
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     max_to_keep=config.checkpoint.max_to_keep)
-  target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                        abstract, shardings)
+  ckpt = checkpoint_lib.Checkpointer(
+    os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
+  )
+  target = jax.tree.map(
+    lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
+  )
   restored = ckpt.restore_latest_good(target)
   if restored:
     state, extra = restored.state, restored.extra
@@ -304,14 +384,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log = print if is_main else (lambda *a, **k: None)
   if start:
     log(f"resumed from step {start} in {workdir}", flush=True)
-  writer = metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None) if is_main \
+  writer = (
+    metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None)
+    if is_main
     else metrics_lib.NullWriter()
+  )
   chunk = config.train.logprob_chunk
   build = lambda opt, **kw: parallel_steps.sharded_steps(
-    steps.build(graphdef, run.objective, opt, seq_chunk=chunk, vocab_chunk=None,
-                trainable=trainable, **kw),
-    mesh=layout.mesh, param_shardings=train_shardings, opt_shardings=opt_shardings,
-    trainable=trainable)
+    steps.build(
+      graphdef, run.objective, opt, seq_chunk=chunk, vocab_chunk=None, trainable=trainable, **kw
+    ),
+    mesh=layout.mesh,
+    param_shardings=train_shardings,
+    opt_shardings=opt_shardings,
+    trainable=trainable,
+  )
   fns = build(rl_opt, temperature=config.rollout.temperature, compute_entropy=True)
   sft_fns = build(sft_opt, temperature=1.0, compute_entropy=False)
   seed_key = jax.random.key(config.seed)
@@ -328,8 +415,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   if w == 0 and start == 0:
     warm_eval = evaluate("initial policy", 0)
-  for step in metrics_lib.progress(range(start, w + r), "train",
-                                       enabled=None if is_main else False):
+  for step in metrics_lib.progress(
+    range(start, w + r), "train", enabled=None if is_main else False
+  ):
     t0 = time.perf_counter()
     key = jax.random.fold_in(seed_key, step)
     if step < w:  # supervised warm start on the task's reference solutions
@@ -337,29 +425,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       seqs = rollout.sft_sequences(run, layout, config, int(state.data_position), bs)
       g, loss_sum, count = sft_fns.sft_grad(state.params, seqs)
       params, opt_state, gnorm, finite = sft_fns.update(state.params, state.opt_state, g, count)
-      state = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             data_position=state.data_position + bs)
-      logs = {"sft/nll": float(loss_sum / max(float(count), 1.0)),
-              "sft/grad_norm": float(gnorm)}
+      state = state._replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        data_position=state.data_position + bs,
+      )
+      logs = {"sft/nll": float(loss_sum / max(float(count), 1.0)), "sft/grad_norm": float(gnorm)}
       finite = bool(finite)
       if step + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
         state = state._replace(
-          opt_state=jax.jit(lambda p: opt_init(rl_opt, p),
-                            out_shardings=opt_shardings)(state.params),
-          ref_params=layout_lib.copy_tree(state.params) if use_ref else None)
+          opt_state=jax.jit(lambda p: opt_init(rl_opt, p), out_shardings=opt_shardings)(
+            state.params
+          ),
+          ref_params=layout_lib.copy_tree(state.params) if use_ref else None,
+        )
     else:
-      state, logs, finite = _rl_step(run, layout, config, fns, state, key, use_ref,
-                                     to_rollout, sample_graphdef, step - w)
+      state, logs, finite = _rl_step(
+        run, layout, config, fns, state, key, use_ref, to_rollout, sample_graphdef, step - w
+      )
     logs["time/step_s"] = time.perf_counter() - t0
     if finite:
       bad_in_a_row = 0
     else:
       bad_in_a_row += 1
-      logging.warning("step %d: non-finite gradient, update skipped (%d in a row): %s", step,
-                      bad_in_a_row, logs)
+      logging.warning(
+        "step %d: non-finite gradient, update skipped (%d in a row): %s", step, bad_in_a_row, logs
+      )
       if bad_in_a_row >= config.train.max_bad_steps:
-        raise FloatingPointError(f"step {step}: {bad_in_a_row} consecutive non-finite "
-                                 f"gradients (train.max_bad_steps); last metrics: {logs}")
+        raise FloatingPointError(
+          f"step {step}: {bad_in_a_row} consecutive non-finite "
+          f"gradients (train.max_bad_steps); last metrics: {logs}"
+        )
     done = step + 1
     if done % config.log_every == 0 or done == w + r:
       writer.write_scalars(done, logs)
@@ -378,16 +475,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # The trained policy as a Hugging Face checkpoint: loads in transformers and vLLM.
   host_params = jax.tree.map(host_data.to_numpy, state.params)
   if is_main:  # LoRA adapters are merged into full weights (precision.policy.merged_model)
-    models.save_pretrained(precision_policy.merged_model(nnx.merge(graphdef, host_params)),
-                           os.path.join(workdir, "policy"), overwrite=True)
+    models.save_pretrained(
+      precision_policy.merged_model(nnx.merge(graphdef, host_params)),
+      os.path.join(workdir, "policy"),
+      overwrite=True,
+    )
     writer.flush()
-    metrics_lib.plot_curves(writer.history_path, os.path.join(workdir, "curves.png"), keys=[
-      "sft/nll", "reward/mean", "eval/greedy_accuracy", "eval/pass@" + str(config.eval.pass_k),
-      "entropy/mean", "response/length"])
+    metrics_lib.plot_curves(
+      writer.history_path,
+      os.path.join(workdir, "curves.png"),
+      keys=[
+        "sft/nll",
+        "reward/mean",
+        "eval/greedy_accuracy",
+        "eval/pass@" + str(config.eval.pass_k),
+        "entropy/mean",
+        "response/length",
+      ],
+    )
   writer.close()
   k = config.eval.pass_k
   warm = (warm_eval or {}).get("greedy_accuracy", float("nan"))
-  log(f"held-out accuracy: warm start {100 * warm:.1f}%, after RL "
-        f"{100 * final['greedy_accuracy']:.1f}%, pass@{k} {100 * final[f'pass@{k}']:.1f}%",
-        flush=True)
+  log(
+    f"held-out accuracy: warm start {100 * warm:.1f}%, after RL "
+    f"{100 * final['greedy_accuracy']:.1f}%, pass@{k} {100 * final[f'pass@{k}']:.1f}%",
+    flush=True,
+  )
   return final

@@ -41,15 +41,20 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
     return s.getsockname()[1]
 
 
-def main_args(config_path: str, workdir: str,
-              overrides: Mapping[str, Any] | None = None) -> list[str]:
+def main_args(
+  config_path: str, workdir: str, overrides: Mapping[str, Any] | None = None
+) -> list[str]:
   """`grpojax.main` arguments for one run: config, workdir, `--config.a.b=value` overrides."""
-  return [f"--config={config_path}", f"--workdir={workdir}",
-          *xm_launch.override_flags(overrides or {})]
+  return [
+    f"--config={config_path}",
+    f"--workdir={workdir}",
+    *xm_launch.override_flags(overrides or {}),
+  ]
 
 
-def build_process_commands(base_command: Sequence[str], num_processes: int, port: int, *,
-                           host: str = "127.0.0.1") -> list[list[str]]:
+def build_process_commands(
+  base_command: Sequence[str], num_processes: int, port: int, *, host: str = "127.0.0.1"
+) -> list[list[str]]:
   """One command per process: `base_command` plus the `jax.distributed` flags of process i.
 
   Args:
@@ -66,9 +71,15 @@ def build_process_commands(base_command: Sequence[str], num_processes: int, port
     raise ValueError(f"num_processes must be >= 1, got {num_processes}")
   if not 0 < port < 65536:
     raise ValueError(f"port must be in (0, 65536), got {port}")
-  return [[*base_command, f"--coordinator_address={host}:{port}",
-           f"--num_processes={num_processes}", f"--process_id={i}"]
-          for i in range(num_processes)]
+  return [
+    [
+      *base_command,
+      f"--coordinator_address={host}:{port}",
+      f"--num_processes={num_processes}",
+      f"--process_id={i}",
+    ]
+    for i in range(num_processes)
+  ]
 
 
 def _forward(stream, prefix: str, out: TextIO, lock: threading.Lock) -> None:
@@ -79,9 +90,14 @@ def _forward(stream, prefix: str, out: TextIO, lock: threading.Lock) -> None:
   stream.close()
 
 
-def run_processes(commands: Sequence[Sequence[str]], *, env: Mapping[str, str] | None = None,
-                  out: TextIO | None = None, poll_s: float = 0.05,
-                  grace_s: float = _GRACE_S) -> int:
+def run_processes(
+  commands: Sequence[Sequence[str]],
+  *,
+  env: Mapping[str, str] | None = None,
+  out: TextIO | None = None,
+  poll_s: float = 0.05,
+  grace_s: float = _GRACE_S,
+) -> int:
   """Runs the commands concurrently, forwarding output prefixed with `[i] `.
 
   When one process exits non-zero, the others get SIGTERM (SIGKILL after `grace_s`).
@@ -94,8 +110,14 @@ def run_processes(commands: Sequence[Sequence[str]], *, env: Mapping[str, str] |
   lock = threading.Lock()
   procs, threads = [], []
   for i, cmd in enumerate(commands):
-    p = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=None if env is None else dict(env), bufsize=1)
+    p = subprocess.Popen(
+      list(cmd),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      env=None if env is None else dict(env),
+      bufsize=1,
+    )
     t = threading.Thread(target=_forward, args=(p.stdout, f"[{i}] ", out, lock), daemon=True)
     t.start()
     procs.append(p)
@@ -162,8 +184,7 @@ def main(argv):
     overrides = points[f.sweep_index]
     workdir = os.path.join(workdir, xm_launch.point_name(overrides))
   base = xm_launch.command(main_args(f.config, workdir, overrides), python=sys.executable)
-  commands = build_process_commands([*base, *extra], f.num_processes,
-                                    f.port or pick_free_port())
+  commands = build_process_commands([*base, *extra], f.num_processes, f.port or pick_free_port())
   sys.exit(run_processes(commands))
 
 

@@ -90,12 +90,13 @@ def point_name(point: Mapping[str, Any]) -> str:
   name = ",".join(_UNSAFE.sub("-", p) for p in parts)
   if len(name) > _MAX_NAME:
     digest = hashlib.sha256(",".join(parts).encode()).hexdigest()[:8]
-    name = f"{name[:_MAX_NAME - 9]}-{digest}"
+    name = f"{name[: _MAX_NAME - 9]}-{digest}"
   return name
 
 
-def build_job_args(config_path: str, workdir_root: str, sweep_point: Mapping[str, Any], *,
-                   experiment_name: str) -> list[str]:
+def build_job_args(
+  config_path: str, workdir_root: str, sweep_point: Mapping[str, Any], *, experiment_name: str
+) -> list[str]:
   """The `grpojax.main` arguments of one sweep point (without `python -m grpojax.main`).
 
   Args:
@@ -122,7 +123,8 @@ def load_config_module(config_path: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config file {path!r} not found")
   spec = importlib.util.spec_from_file_location(
-    "_grpojax_config_" + os.path.basename(path)[:-3], path)
+    "_grpojax_config_" + os.path.basename(path)[:-3], path
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module, (arg or None)
@@ -144,8 +146,9 @@ def apply_overrides(config, point: Mapping[str, Any]):
   return config
 
 
-def jobs_from_sweep(config_path: str, workdir_root: str, *,
-                    experiment_name: str | None = None) -> list[tuple[str, list[str]]]:
+def jobs_from_sweep(
+  config_path: str, workdir_root: str, *, experiment_name: str | None = None
+) -> list[tuple[str, list[str]]]:
   """One `(point name, grpojax.main arguments)` per point of the config file's `sweep()`.
 
   A config file without `sweep()` is one job with no overrides. Every point is applied to the
@@ -168,8 +171,7 @@ def jobs_from_sweep(config_path: str, workdir_root: str, *,
     if job_name in seen:
       raise ValueError(f"{config_path}: two sweep points share the name {job_name!r}")
     seen.add(job_name)
-    jobs.append((job_name, build_job_args(config_path, workdir_root, point,
-                                          experiment_name=name)))
+    jobs.append((job_name, build_job_args(config_path, workdir_root, point, experiment_name=name)))
   return jobs
 
 
@@ -184,16 +186,24 @@ def tpu_hosts(tpu_topology: str) -> tuple[str, int, int]:
   """`v5p-64` -> ('v5p', chips, hosts); slice names count cores on v4/v5p, chips on v5e/v6e."""
   match = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", tpu_topology)
   if not match or match.group(1) not in _TPU_GENERATIONS:
-    raise ValueError(f"--tpu_topology={tpu_topology!r}: expected e.g. v5p-64 or v5e-16 "
-                     f"(generations {sorted(_TPU_GENERATIONS)})")
+    raise ValueError(
+      f"--tpu_topology={tpu_topology!r}: expected e.g. v5p-64 or v5e-16 "
+      f"(generations {sorted(_TPU_GENERATIONS)})"
+    )
   generation, count = match.group(1), int(match.group(2))
   per_host, counts_cores = _TPU_GENERATIONS[generation]
   chips = count // 2 if counts_cores else count
   return generation, chips, max(1, chips // per_host)
 
 
-def requirements_kwargs(platform: str, *, tpu_topology: str = "", gpu_type: str = "",
-                        gpus_per_host: int = 0, hosts: int = 0) -> dict[str, Any]:
+def requirements_kwargs(
+  platform: str,
+  *,
+  tpu_topology: str = "",
+  gpu_type: str = "",
+  gpus_per_host: int = 0,
+  hosts: int = 0,
+) -> dict[str, Any]:
   """Keyword arguments of `xm.JobRequirements` for one host of the job, and the host count.
 
   Returns:
@@ -203,8 +213,9 @@ def requirements_kwargs(platform: str, *, tpu_topology: str = "", gpu_type: str 
   if platform == "tpu":
     generation, chips, implied = tpu_hosts(tpu_topology)
     if hosts and hosts != implied:
-      raise ValueError(f"--hosts={hosts} contradicts --tpu_topology={tpu_topology} "
-                       f"({implied} hosts)")
+      raise ValueError(
+        f"--hosts={hosts} contradicts --tpu_topology={tpu_topology} ({implied} hosts)"
+      )
     return {f"tpu_{generation}": chips, "hosts": implied}
   if platform == "gpu":
     if not gpu_type or gpus_per_host < 1:
@@ -218,13 +229,16 @@ def _import_xmanager():
   try:
     from xmanager import xm, xm_local  # optional dependency: imported only when launching
   except ImportError:
-    sys.exit("xm_launch: xmanager is not installed. It is an optional extra: "
-             "pip install -e .[launch]  (or use --print_only to see the jobs)")
+    sys.exit(
+      "xm_launch: xmanager is not installed. It is an optional extra: "
+      "pip install -e .[launch]  (or use --print_only to see the jobs)"
+    )
   return xm, xm_local
 
 
-def _launch(jobs, requirements: dict[str, Any], experiment_name: str,
-            repo_root: str) -> None:  # pragma: no cover - needs xmanager and a cloud project
+def _launch(
+  jobs, requirements: dict[str, Any], experiment_name: str, repo_root: str
+) -> None:  # pragma: no cover - needs xmanager and a cloud project
   """Packages the repository once and adds one Vertex AI job per sweep point (untested)."""
   xm, xm_local = _import_xmanager()
   requirements = dict(requirements)
@@ -233,13 +247,24 @@ def _launch(jobs, requirements: dict[str, Any], experiment_name: str,
   with xm_local.create_experiment(experiment_title=experiment_name) as experiment:
     # xm.python_container returns an xm.Packageable: the repo as a Docker image whose
     # entrypoint is `python -m grpojax.main`; the job args below are appended to it.
-    [executable] = experiment.package([xm.python_container(
-      executor_spec=xm_local.Vertex.Spec(), entrypoint=xm.ModuleName(ENTRY_MODULE),
-      path=repo_root, base_image="python:3.11", use_deep_module=True)])
+    [executable] = experiment.package(
+      [
+        xm.python_container(
+          executor_spec=xm_local.Vertex.Spec(),
+          entrypoint=xm.ModuleName(ENTRY_MODULE),
+          path=repo_root,
+          base_image="python:3.11",
+          use_deep_module=True,
+        )
+      ]
+    )
     job_requirements = xm.JobRequirements(**requirements, **({} if tpu else {"replicas": hosts}))
     for _, args in jobs:
-      experiment.add(xm.Job(executable=executable,
-                            executor=xm_local.Vertex(requirements=job_requirements), args=args))
+      experiment.add(
+        xm.Job(
+          executable=executable, executor=xm_local.Vertex(requirements=job_requirements), args=args
+        )
+      )
 
 
 def define_flags() -> None:
@@ -265,9 +290,13 @@ def main(argv):
     _import_xmanager()  # fail before any work
   name = f.experiment_name or os.path.basename(f.config.partition(":")[0])[:-3]
   jobs = jobs_from_sweep(f.config, f.workdir_root, experiment_name=name)
-  requirements = requirements_kwargs(f.platform, tpu_topology=f.tpu_topology,
-                                     gpu_type=f.gpu_type, gpus_per_host=f.gpus_per_host,
-                                     hosts=f.hosts)
+  requirements = requirements_kwargs(
+    f.platform,
+    tpu_topology=f.tpu_topology,
+    gpu_type=f.gpu_type,
+    gpus_per_host=f.gpus_per_host,
+    hosts=f.hosts,
+  )
   jobs = multi_host(jobs, requirements["hosts"])
   print(f"{len(jobs)} job(s), each {requirements}")
   for _, args in jobs:

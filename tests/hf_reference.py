@@ -13,10 +13,20 @@ FAMILIES = ("qwen2", "qwen2_untied", "qwen3", "llama3")
 def hf_config(family: str):
   """A tiny transformers config of the named family."""
   transformers = pytest.importorskip(
-    "transformers", reason="parity tests need the `reference` extra (torch + transformers)")
-  common = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    "transformers", reason="parity tests need the `reference` extra (torch + transformers)"
+  )
+  common = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+  )
   if family == "qwen2":
     return transformers.Qwen2Config(**common, tie_word_embeddings=True, rope_theta=1000.0)
   if family == "qwen2_untied":
@@ -26,9 +36,18 @@ def hf_config(family: str):
     return transformers.Qwen3Config(**common, head_dim=12, tie_word_embeddings=False)
   if family == "llama3":
     return transformers.LlamaConfig(
-      **common, tie_word_embeddings=False, attention_bias=True, mlp_bias=True,
-      rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                        high_freq_factor=4.0, original_max_position_embeddings=16))
+      **common,
+      tie_word_embeddings=False,
+      attention_bias=True,
+      mlp_bias=True,
+      rope_scaling=dict(
+        rope_type="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=16,
+      ),
+    )
   raise ValueError(family)
 
 
@@ -53,5 +72,10 @@ def hf_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
   positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
   with torch.no_grad():
-    return model(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 position_ids=torch.tensor(positions)).logits.float().numpy()
+    return (
+      model(
+        torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+      )
+      .logits.float()
+      .numpy()
+    )

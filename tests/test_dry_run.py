@@ -65,10 +65,20 @@ def test_shapes_follow_the_config(local_report):
 
 def test_checkpoint_config_alone_is_enough(tmp_path):
   """A checkpoint directory with only config.json (no weights) compiles."""
-  cfg = models.ModelConfig(model_type="qwen2", vocab_size=64, hidden_size=32,
-                           intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                           head_dim=16, attention_bias=True, tie_word_embeddings=True,
-                           bos_token_id=1, eos_token_id=2)
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=16,
+    attention_bias=True,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+  )
   with open(tmp_path / "config.json", "w") as f:
     json.dump(cfg.to_hf_dict(), f)
   c = _local_config()
@@ -136,9 +146,19 @@ def test_table_lists_every_executable(local_report):
 
 def test_command_line():
   # The child inherits conftest's 8 fake devices; config.mesh's data=-1 takes all of them.
-  res = subprocess.run([sys.executable, "-m", "grpojax.dry_run",
-                        "--config=configs/default.py:local", "--config.rollout.prompts_per_step=8"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "grpojax.dry_run",
+      "--config=configs/default.py:local",
+      "--config.rollout.prompts_per_step=8",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert res.returncode == 0, res.stderr[-2000:]
   assert "grad" in res.stdout and "temp MiB" in res.stdout
   assert "data=8" in res.stdout and "resident MiB per device" in res.stdout

@@ -12,9 +12,11 @@ from flax import nnx
 from grpojax import models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
-          "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
-          "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+  "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+  "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+  "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 ROWS = [
   {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3+4=7\n#### 7"},
   {"question": "A box holds 6 pens. How many pens in 2 boxes?", "answer": "6*2=12\n#### 12"},
@@ -34,17 +36,30 @@ def checkpoint_and_data(tmp_path_factory):
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
   trainer = tokenizers.trainers.BpeTrainer(
-    vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    vocab_size=300,
+    special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   tok.train_from_iterator([r["question"] + " " + r["answer"] for r in ROWS], trainer)
-  cfg = models.ModelConfig(model_type="qwen2", vocab_size=tok.get_vocab_size(), hidden_size=32,
-                           intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                           head_dim=16, attention_bias=True, tie_word_embeddings=True)
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=tok.get_vocab_size(),
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=16,
+    attention_bias=True,
+    tie_word_embeddings=True,
+  )
   ckpt = root / "policy"
   models.save_pretrained(models.Decoder(cfg, rngs=nnx.Rngs(0)), str(ckpt))
   tok.save(str(ckpt / "tokenizer.json"))
-  (ckpt / "tokenizer_config.json").write_text(json.dumps({
-    "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML}))
+  (ckpt / "tokenizer_config.json").write_text(
+    json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML})
+  )
   return str(ckpt), str(data)
 
 

@@ -27,19 +27,44 @@ def test_main_smoke_run(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(
-    [sys.executable, "-m", "grpojax.main", "--config=configs/default.py:local",
-     f"--workdir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "grpojax.main",
+      "--config=configs/default.py:local",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   last = proc.stdout.strip().splitlines()[-1]
-  assert re.fullmatch(r"held-out accuracy: warm start \d+\.\d%, after RL \d+\.\d%, "
-                      r"pass@4 \d+\.\d%", last), last
+  assert re.fullmatch(
+    r"held-out accuracy: warm start \d+\.\d%, after RL \d+\.\d%, "
+    r"pass@4 \d+\.\d%",
+    last,
+  ), last
   names = os.listdir(tmp_path)
   assert "curves.png" in names and "metrics.jsonl" in names
   assert any(n.startswith("events.out.tfevents") for n in names)
   # Re-running the finished command resumes at the end and only re-evaluates.
   again = subprocess.run(
-    [sys.executable, "-m", "grpojax.main", "--config=configs/default.py:local",
-     f"--workdir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "grpojax.main",
+      "--config=configs/default.py:local",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert again.returncode == 0, again.stderr[-3000:]
   assert "resumed from step 4" in again.stdout
   assert again.stdout.strip().splitlines()[-1] == last
@@ -78,7 +103,7 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
   step_b, leaves_b = _final_params(killed)
   assert step_a == step_b == 5
   assert len(leaves_a) == len(leaves_b)
-  for a, b in zip(leaves_a, leaves_b):
+  for a, b in zip(leaves_a, leaves_b, strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

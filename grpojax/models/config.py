@@ -81,13 +81,21 @@ class ModelConfig:
   def __post_init__(self):
     if self.model_type not in _FAMILIES:
       raise ValueError(f"model_type {self.model_type!r} is not one of {sorted(_FAMILIES)}")
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                 "num_kv_heads", "head_dim"):
+    for name in (
+      "vocab_size",
+      "hidden_size",
+      "intermediate_size",
+      "num_layers",
+      "num_heads",
+      "num_kv_heads",
+      "head_dim",
+    ):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
-        f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+      )
     if self.head_dim % 2:
       raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
 
@@ -110,7 +118,8 @@ class ModelConfig:
     wavelen = 2 * math.pi / inv_freq
     scaled = np.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
     smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
-      s.high_freq_factor - s.low_freq_factor)
+      s.high_freq_factor - s.low_freq_factor
+    )
     smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
     medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
     return np.where(medium, smoothed, scaled).astype(np.float32)
@@ -127,7 +136,8 @@ class ModelConfig:
     if model_type not in _FAMILIES:
       raise ValueError(
         f"{source}: unsupported architecture (model_type={d.get('model_type')!r}, "
-        f"architectures={d.get('architectures')!r}); supported: {sorted(_FAMILIES)}")
+        f"architectures={d.get('architectures')!r}); supported: {sorted(_FAMILIES)}"
+      )
     _, qkv_bias, qk_norm = _FAMILIES[model_type]
 
     def need(key):

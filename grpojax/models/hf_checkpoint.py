@@ -59,7 +59,8 @@ def _checkpoint_files(checkpoint_dir: str) -> dict[str, str]:
   if not os.path.exists(single_path):
     raise FileNotFoundError(
       f"{checkpoint_dir}: no {SINGLE_FILE} or {INDEX_FILE} found (only safetensors checkpoints "
-      "are supported)")
+      "are supported)"
+    )
   return {name: single_path for name in _tensor_names(single_path)}
 
 
@@ -96,15 +97,18 @@ def _read_tensors(files: dict[str, str], wanted: set[str]) -> dict[str, np.ndarr
   return out
 
 
-def abstract_model(cfg: config_lib.ModelConfig, *, dtype=jnp.float32,
-                   param_dtype=jnp.float32) -> transformer.Decoder:
+def abstract_model(
+  cfg: config_lib.ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32
+) -> transformer.Decoder:
   """A `Decoder` with shapes and dtypes but no allocated parameters."""
   return nnx.eval_shape(
-    lambda: transformer.Decoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+    lambda: transformer.Decoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+  )
 
 
-def from_pretrained(checkpoint_dir: str, *, dtype=jnp.float32,
-                    param_dtype=jnp.float32) -> transformer.Decoder:
+def from_pretrained(
+  checkpoint_dir: str, *, dtype=jnp.float32, param_dtype=jnp.float32
+) -> transformer.Decoder:
   """Loads a local Hugging Face Qwen2/Qwen3/Llama checkpoint directory.
 
   Args:
@@ -134,12 +138,16 @@ def from_pretrained(checkpoint_dir: str, *, dtype=jnp.float32,
   missing = sorted(set(expected) - set(files))
   if missing:
     raise ValueError(f"{checkpoint_dir}: checkpoint lacks tensor(s) {missing}")
-  extra = sorted(n for n in set(files) - set(expected)
-                 if not n.endswith(_IGNORED_SUFFIXES)
-                 and not (cfg.tie_word_embeddings and n == "lm_head.weight"))
+  extra = sorted(
+    n
+    for n in set(files) - set(expected)
+    if not n.endswith(_IGNORED_SUFFIXES) and not (cfg.tie_word_embeddings and n == "lm_head.weight")
+  )
   if extra:
-    raise ValueError(f"{checkpoint_dir}: unexpected tensor(s) {extra} for a "
-                     f"{cfg.model_type} model with this config.json")
+    raise ValueError(
+      f"{checkpoint_dir}: unexpected tensor(s) {extra} for a "
+      f"{cfg.model_type} model with this config.json"
+    )
   for name, (_, shape, _) in expected.items():
     got = _tensor_shape(files[name], name)
     if got != shape:
@@ -180,9 +188,15 @@ def state_to_hf_tensors(model: transformer.Decoder, dtype=None) -> dict[str, np.
   return out
 
 
-def save_pretrained(model: transformer.Decoder, checkpoint_dir: str, *, overwrite: bool = False,
-                    max_shard_bytes: int | None = None, dtype=None,
-                    extra_files: dict[str, str] | None = None) -> None:
+def save_pretrained(
+  model: transformer.Decoder,
+  checkpoint_dir: str,
+  *,
+  overwrite: bool = False,
+  max_shard_bytes: int | None = None,
+  dtype=None,
+  extra_files: dict[str, str] | None = None,
+) -> None:
   """Writes a directory that `transformers` (and vLLM) load as the same model.
 
   Args:

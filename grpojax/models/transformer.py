@@ -66,8 +66,9 @@ class Dense(nnx.Module):
     lora_a [in, r] and lora_b [r, out] (`nnx.LoRAParam`, or None) add `lora_scale · x A B`.
   """
 
-  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype, rngs: nnx.Rngs
+  ):
     self.kernel = nnx.Param(_normal_init()(rngs.params(), (in_features, out_features), param_dtype))
     self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
     self.dtype = dtype
@@ -86,17 +87,20 @@ class Dense(nnx.Module):
     if self.kernel is not None:
       return self.kernel[...]
     from grpojax.precision import formats  # a leaf module; imported late to keep models light
+
     if self.quant_format == "rollout_fp8":
       return formats.dequantize(self._rollout_fp8(), jnp.float32)
     if self.quant_format == "nvfp4":
-      q = formats.NVFP4(self.quant_values[...], self.quant_scales[...],
-                        self.quant_tensor_scale[...])
+      q = formats.NVFP4(
+        self.quant_values[...], self.quant_scales[...], self.quant_tensor_scale[...]
+      )
     else:
       q = formats.Quantized(self.quant_values[...], self.quant_scales[...])
     return formats.dequantize_weight(q, jnp.float32)
 
   def _rollout_fp8(self):
     from grpojax.precision import formats
+
     return formats.Quantized(self.quant_values[...], self.quant_scales[...])
 
   def __call__(self, x: Array) -> Array:
@@ -106,6 +110,7 @@ class Dense(nnx.Module):
     x_block = (1, 128) if block else (1, x2.shape[1])
     if self.quant_format == "rollout_fp8":  # the sampler's pre-quantised copy of an FP8 kernel
       from grpojax.precision import matmul as fp8
+
       y = fp8.fp8_matmul_prequantized(x2, self._rollout_fp8(), x_block=x_block)
       return self._finish(x2, y, lead)
     w = self.weight().astype(self.dtype)
@@ -113,6 +118,7 @@ class Dense(nnx.Module):
       y = x2 @ w
     else:
       from grpojax.precision import matmul as fp8
+
       # Activations are scaled per token (per 1x128 group with blocks), never per tensor: a
       # per-tensor scale would depend on the other rows of the batch, so one token's FP8 value
       # would differ between a decode step and the trainer's full-sequence forward.
@@ -122,7 +128,8 @@ class Dense(nnx.Module):
   def _finish(self, x2: Array, y: Array, lead) -> Array:
     if self.lora_a is not None:
       y = y + (x2 @ self.lora_a[...].astype(self.dtype)) @ (
-        self.lora_b[...].astype(self.dtype) * self.lora_scale)
+        self.lora_b[...].astype(self.dtype) * self.lora_scale
+      )
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y.reshape(*lead, y.shape[-1])
@@ -173,8 +180,14 @@ class Attention(nnx.Module):
       self.q_norm = self.k_norm = None
     self.num_kv_heads, self.group_size, self.head_dim = k, cfg.group_size, h
 
-  def __call__(self, x_btd: Array, cos_sin, mask_bts: Array, cache: LayerCache | None,
-               cache_index: Array | None) -> tuple[Array, LayerCache | None]:
+  def __call__(
+    self,
+    x_btd: Array,
+    cos_sin,
+    mask_bts: Array,
+    cache: LayerCache | None,
+    cache_index: Array | None,
+  ) -> tuple[Array, LayerCache | None]:
     b, t, _ = x_btd.shape
     k_heads, g, h = self.num_kv_heads, self.group_size, self.head_dim
     q = self.q_proj(x_btd).reshape(b, t, k_heads * g, h)
@@ -188,15 +201,18 @@ class Attention(nnx.Module):
     if cache is not None:
       k_cache, v_cache = cache
       k_bkhs = jax.lax.dynamic_update_slice(
-        k_cache, k_bkhs.astype(k_cache.dtype), (0, 0, 0, cache_index))
+        k_cache, k_bkhs.astype(k_cache.dtype), (0, 0, 0, cache_index)
+      )
       v_bksh = jax.lax.dynamic_update_slice(
-        v_cache, v_bksh.astype(v_cache.dtype), (0, 0, cache_index, 0))
+        v_cache, v_bksh.astype(v_cache.dtype), (0, 0, cache_index, 0)
+      )
       cache = (k_bkhs, v_bksh)
     # The T queries and the G query heads of a kv head share one matmul over M = T·G rows:
     # with T = 1 (decode) a separate T axis made XLA's CPU dot ~8x slower, and training gains too.
     q_bkmh = q.reshape(b, t, k_heads, g, h).transpose(0, 2, 1, 3, 4).reshape(b, k_heads, t * g, h)
-    scores = jnp.einsum("BKMH,BKHS->BKMS", q_bkmh, k_bkhs.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * (h ** -0.5)
+    scores = jnp.einsum(
+      "BKMH,BKHS->BKMS", q_bkmh, k_bkhs.astype(q.dtype), preferred_element_type=jnp.float32
+    ) * (h**-0.5)
     mask_bms = jnp.repeat(mask_bts, g, axis=1)
     scores = jnp.where(mask_bms[:, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
@@ -226,7 +242,8 @@ class DecoderLayer(nnx.Module):
     self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
     self.self_attn = Attention(cfg, **kw)
     self.post_attention_layernorm = RMSNorm(
-      cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+      cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype
+    )
     self.mlp = MLP(cfg, **kw)
 
   def __call__(self, x, cos_sin, mask_bts, cache, cache_index):
@@ -261,8 +278,15 @@ class Decoder(nnx.Module):
       (experiments/scaling.md). Rows that the batch axes do not divide are left unconstrained.
   """
 
-  def __init__(self, cfg: config_lib.ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-               param_dtype=jnp.float32, remat: str = "none"):
+  def __init__(
+    self,
+    cfg: config_lib.ModelConfig,
+    *,
+    rngs: nnx.Rngs,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    remat: str = "none",
+  ):
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}")
     self.config = cfg
@@ -274,8 +298,11 @@ class Decoder(nnx.Module):
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs)
     self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
-    self.lm_head = (None if cfg.tie_word_embeddings else
-                    Dense(cfg.hidden_size, cfg.vocab_size, use_bias=False, **kw))
+    self.lm_head = (
+      None
+      if cfg.tie_word_embeddings
+      else Dense(cfg.hidden_size, cfg.vocab_size, use_bias=False, **kw)
+    )
 
   def _constrain(self, x: Array) -> Array:
     sharding = self.activation_sharding
@@ -301,13 +328,19 @@ class Decoder(nnx.Module):
     b, t, d = hidden_btd.shape
     dtype = jnp.float32 if self.lm_head_f32 else self.dtype
     w = self.unembedding().astype(dtype)
-    out = jnp.dot(hidden_btd.reshape(b * t, d).astype(dtype), w,
-                  preferred_element_type=jnp.float32)
+    out = jnp.dot(hidden_btd.reshape(b * t, d).astype(dtype), w, preferred_element_type=jnp.float32)
     return out.reshape(b, t, -1)
 
-  def __call__(self, tokens_bt: Array, *, positions_bt: Array | None = None,
-               attn_mask_bts: Array | None = None, cache: tuple[LayerCache, ...] | None = None,
-               cache_index: Array | int | None = None, return_logits: bool = True) -> DecoderOutput:
+  def __call__(
+    self,
+    tokens_bt: Array,
+    *,
+    positions_bt: Array | None = None,
+    attn_mask_bts: Array | None = None,
+    cache: tuple[LayerCache, ...] | None = None,
+    cache_index: Array | int | None = None,
+    return_logits: bool = True,
+  ) -> DecoderOutput:
     """Runs the decoder.
 
     Args:
@@ -342,8 +375,9 @@ class Decoder(nnx.Module):
       if remat:
         x = self._constrain(_remat_layer(layer, x, cos_sin, attn_mask_bts, self.remat))
         continue
-      x, layer_cache = layer(x, cos_sin, attn_mask_bts,
-                             None if cache is None else cache[i], cache_index)
+      x, layer_cache = layer(
+        x, cos_sin, attn_mask_bts, None if cache is None else cache[i], cache_index
+      )
       x = self._constrain(x)
       if cache is not None:
         new_cache.append(layer_cache)
@@ -366,16 +400,19 @@ REMAT_POLICIES = {
 def _remat_layer(layer, x, cos_sin, mask_bts, policy: str):
   def forward(layer, x, cos_sin, mask_bts):
     return layer(x, cos_sin, mask_bts, None, None)[0]
+
   return nnx.remat(forward, policy=REMAT_POLICIES[policy])(layer, x, cos_sin, mask_bts)
 
 
-def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int,
-               dtype=jnp.float32) -> tuple[LayerCache, ...]:
+def init_cache(
+  cfg: config_lib.ModelConfig, batch: int, length: int, dtype=jnp.float32
+) -> tuple[LayerCache, ...]:
   """Zeroed per-layer (k [B, K, H, S], v [B, K, S, H]) cache."""
   k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, length)
   v_shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
-  return tuple((jnp.zeros(k_shape, dtype), jnp.zeros(v_shape, dtype))
-               for _ in range(cfg.num_layers))
+  return tuple(
+    (jnp.zeros(k_shape, dtype), jnp.zeros(v_shape, dtype)) for _ in range(cfg.num_layers)
+  )
 
 
 def positions_from_mask(mask_bt: Array) -> Array:

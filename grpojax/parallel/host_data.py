@@ -41,8 +41,9 @@ def owned_rows(sharding: NamedSharding, num_rows: int) -> np.ndarray:
   return np.asarray(sorted(rows), np.int64)
 
 
-def from_rows(sharding: NamedSharding, rows: np.ndarray, values: np.ndarray,
-              num_rows: int) -> jax.Array:
+def from_rows(
+  sharding: NamedSharding, rows: np.ndarray, values: np.ndarray, num_rows: int
+) -> jax.Array:
   """The global array [num_rows, ...] of which this process supplies `values` for `rows`.
 
   Args:
@@ -72,8 +73,10 @@ def local_rows(x: jax.Array, rows: np.ndarray) -> np.ndarray:
   num_rows = x.shape[0]
   found: dict[int, np.ndarray] = {}
   for shard in x.addressable_shards:
-    if any(sl != slice(None) and sl.indices(n) != (0, n, 1)
-           for sl, n in zip(shard.index[1:], x.shape[1:], strict=True)):
+    if any(
+      sl != slice(None) and sl.indices(n) != (0, n, 1)
+      for sl, n in zip(shard.index[1:], x.shape[1:], strict=True)
+    ):
       raise ValueError(f"local_rows needs whole rows; a shard of {x.shape} is {shard.index}")
     ids = _row_ids(shard.index, num_rows)
     if any(r not in found for r in ids):

@@ -49,13 +49,15 @@ def resolve_axis_sizes(axes: AxisSizes, num_devices: int) -> dict[str, int]:
       fixed = {n: s for n, s in sizes.items() if s != -1}
       raise ValueError(
         f"mesh axis {rest[0]!r} = -1 cannot fill {num_devices} devices: the other axes {fixed} "
-        f"multiply to {known}, which does not divide {num_devices}")
+        f"multiply to {known}, which does not divide {num_devices}"
+      )
     sizes[rest[0]] = num_devices // known
   elif known != num_devices:
     culprit = next((n for n, s in sizes.items() if num_devices % s), names[-1])
     raise ValueError(
       f"mesh axes {sizes} multiply to {known}, not the {num_devices} devices available "
-      f"(axis {culprit!r} of size {sizes[culprit]} is the one to change, or set one axis to -1)")
+      f"(axis {culprit!r} of size {sizes[culprit]} is the one to change, or set one axis to -1)"
+    )
   return sizes
 
 
@@ -77,15 +79,15 @@ def make_mesh(axes: AxisSizes, devices: Sequence[jax.Device] | None = None) -> j
   sizes = resolve_axis_sizes(axes, len(devices))
   shape, names = tuple(sizes.values()), tuple(sizes)
   # jax.make_mesh orders the devices for the physical topology (e.g. TPU rings).
-  return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names),
-                       devices=devices)
+  return jax.make_mesh(
+    shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names), devices=devices
+  )
 
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
-def mesh_from_config(mesh_config, devices: Sequence[jax.Device] | None = None
-                     ) -> jax.sharding.Mesh:
+def mesh_from_config(mesh_config, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """The run's mesh from `config.mesh` (fields data, fsdp, tensor, in that mesh order).
 
   Raises:

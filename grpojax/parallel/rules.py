@@ -85,15 +85,18 @@ class Rules:
 
   param_axes: Sequence[tuple[str, LogicalSpec]] = DEFAULT_PARAM_AXES
   logical_axes: Mapping[str, MeshAxes] = dataclasses.field(
-    default_factory=lambda: dict(DEFAULT_LOGICAL_AXES))
+    default_factory=lambda: dict(DEFAULT_LOGICAL_AXES)
+  )
 
   def __post_init__(self):
     for pattern, spec in self.param_axes:
       re.compile(pattern)  # fail at construction on a bad regex
       for name in spec or ():
         if name is not None and name not in self.logical_axes:
-          raise ValueError(f"pattern {pattern!r} uses logical axis {name!r}, which "
-                           f"logical_axes does not map (known: {sorted(self.logical_axes)})")
+          raise ValueError(
+            f"pattern {pattern!r} uses logical axis {name!r}, which "
+            f"logical_axes does not map (known: {sorted(self.logical_axes)})"
+          )
 
 
 DEFAULT_RULES = Rules()
@@ -135,11 +138,14 @@ def logical_spec(path: str, ndim: int, rules: Rules = DEFAULT_RULES) -> LogicalS
   for pattern, spec in rules.param_axes:
     if re.search(rf"(^|/)(?:{pattern})$", path):
       if spec is not None and len(spec) != ndim:
-        raise ValueError(f"{path}: rank {ndim}, but pattern {pattern!r} gives the {len(spec)} "
-                         f"logical axes {spec}")
+        raise ValueError(
+          f"{path}: rank {ndim}, but pattern {pattern!r} gives the {len(spec)} logical axes {spec}"
+        )
       return spec
-  raise ValueError(f"no sharding pattern matches parameter {path!r} (rank {ndim}); add one to "
-                   "Rules.param_axes, or (\".*\", None) to replicate unmatched leaves")
+  raise ValueError(
+    f"no sharding pattern matches parameter {path!r} (rank {ndim}); add one to "
+    'Rules.param_axes, or (".*", None) to replicate unmatched leaves'
+  )
 
 
 def _mesh_axes(logical: str | None, rules: Rules, mesh: jax.sharding.Mesh) -> tuple[str, ...]:
@@ -153,8 +159,9 @@ def _mesh_axes(logical: str | None, rules: Rules, mesh: jax.sharding.Mesh) -> tu
   return tuple(a for a in target if mesh.shape.get(a, 1) > 1)
 
 
-def partition_spec(shape: Sequence[int], spec: LogicalSpec, mesh: jax.sharding.Mesh,
-                   rules: Rules = DEFAULT_RULES) -> PartitionSpec:
+def partition_spec(
+  shape: Sequence[int], spec: LogicalSpec, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES
+) -> PartitionSpec:
   """Resolves a logical spec to a `PartitionSpec` for `shape` (rules 1-3 of the docstring)."""
   if spec is None:
     return PartitionSpec()

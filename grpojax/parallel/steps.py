@@ -15,9 +15,15 @@ from grpojax.parallel import rules as rules_lib
 from grpojax.rl import steps as rl_steps
 
 
-def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shardings,
-                  opt_shardings, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES,
-                  trainable=nnx.Param) -> rl_steps.StepFns:
+def sharded_steps(
+  fns: rl_steps.StepFns,
+  *,
+  mesh: jax.sharding.Mesh,
+  param_shardings,
+  opt_shardings,
+  rules: rules_lib.Rules = rules_lib.DEFAULT_RULES,
+  trainable=nnx.Param,
+) -> rl_steps.StepFns:
   """`fns` with every function re-jitted for `mesh`.
 
   Args:
@@ -38,16 +44,27 @@ def sharded_steps(fns: rl_steps.StepFns, *, mesh: jax.sharding.Mesh, param_shard
   rep = rules_lib.replicated(mesh)
 
   def rejit(fn, in_shardings, out_shardings, donate_argnums=()):
-    return jax.jit(fn.__wrapped__, in_shardings=in_shardings, out_shardings=out_shardings,
-                   donate_argnums=donate_argnums)
+    return jax.jit(
+      fn.__wrapped__,
+      in_shardings=in_shardings,
+      out_shardings=out_shardings,
+      donate_argnums=donate_argnums,
+    )
 
   return rl_steps.StepFns(
     graphdef=fns.graphdef,
     score=rejit(fns.score, (param_shardings, data), (data, data)),
     grad=rejit(fns.grad, (param_shardings, data, data, rep, rep), (grads, rep, rep, rep, rep)),
-    grad_on_policy=rejit(fns.grad_on_policy, (param_shardings, data, data, rep, rep),
-                         (grads, rep, rep, rep, rep, data, data)),
-    update=rejit(fns.update, (param_shardings, opt_shardings, grads, rep),
-                 (param_shardings, opt_shardings, rep, rep), donate_argnums=(0, 1)),
+    grad_on_policy=rejit(
+      fns.grad_on_policy,
+      (param_shardings, data, data, rep, rep),
+      (grads, rep, rep, rep, rep, data, data),
+    ),
+    update=rejit(
+      fns.update,
+      (param_shardings, opt_shardings, grads, rep),
+      (param_shardings, opt_shardings, rep, rep),
+      donate_argnums=(0, 1),
+    ),
     sft_grad=rejit(fns.sft_grad, (param_shardings, data), (grads, rep, rep)),
   )

@@ -156,8 +156,14 @@ def fp8_matmul(
   return _fp8_matmul(spec, x, w)
 
 
-def fp8_matmul_prequantized(x: jax.Array, wq: formats.Quantized, *, fwd_dtype=formats.FP8_E4M3,
-                            x_block: tuple[int, int] | None = None, out_dtype=None) -> jax.Array:
+def fp8_matmul_prequantized(
+  x: jax.Array,
+  wq: formats.Quantized,
+  *,
+  fwd_dtype=formats.FP8_E4M3,
+  x_block: tuple[int, int] | None = None,
+  out_dtype=None,
+) -> jax.Array:
   """The forward of `fp8_matmul(x, w)` with w's quantisation done beforehand.
 
   `wq = formats.quantize_fp8(w, fwd_dtype, w_block)` gives bit-identical results to

@@ -160,11 +160,16 @@ def rollout_copy_dtype(model: transformer.Decoder):
 def cast_floating_params(params, dtype):
   """`params` with every wider floating `nnx.Param` leaf cast to `dtype` (quantised frozen
   codes and scales are left alone)."""
+
   def cast(v):
-    if (isinstance(v, nnx.Param) and jnp.issubdtype(v.get_value().dtype, jnp.floating)
-        and v.get_value().dtype.itemsize > jnp.dtype(dtype).itemsize):
+    if (
+      isinstance(v, nnx.Param)
+      and jnp.issubdtype(v.get_value().dtype, jnp.floating)
+      and v.get_value().dtype.itemsize > jnp.dtype(dtype).itemsize
+    ):
       return v.replace(v.get_value().astype(dtype))
     return v
+
   return jax.tree.map(cast, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
@@ -185,8 +190,14 @@ def rollout_converter(model: transformer.Decoder):
   sample = nnx.clone(model)
   blocks = {}
   for path, dense in nnx.iter_graph(sample):
-    if (isinstance(dense, transformer.Dense) and path and path[0] == "layers"
-        and dense.matmul != "default" and dense.kernel is not None and dense.lora_a is None):
+    if (
+      isinstance(dense, transformer.Dense)
+      and path
+      and path[0] == "layers"
+      and dense.matmul != "default"
+      and dense.kernel is not None
+      and dense.lora_a is None
+    ):
       w_block = (128, 128) if dense.matmul == "fp8_block" else None
       q = formats.quantize_fp8(dense.kernel[...].astype(dense.dtype), formats.FP8_E4M3, w_block)
       dense.quant_format = "rollout_fp8"

@@ -27,8 +27,10 @@ def mean_pass_at_k(correct_pg: np.ndarray, k: int) -> float:
   return float(np.mean([pass_at_k(g, int(c), k) for c in correct_pg.sum(axis=1)]))
 
 
-def correctness(texts: Sequence[str], examples: Sequence, reward_fn: Callable,
-                threshold: float = 1.0) -> np.ndarray:
+def correctness(
+  texts: Sequence[str], examples: Sequence, reward_fn: Callable, threshold: float = 1.0
+) -> np.ndarray:
   """1.0 where the reward of a text reaches `threshold` (a fully correct answer)."""
-  return np.asarray([float(reward_fn(t, ex) >= threshold)
-                     for t, ex in zip(texts, examples, strict=True)])
+  return np.asarray(
+    [float(reward_fn(t, ex) >= threshold) for t, ex in zip(texts, examples, strict=True)]
+  )

@@ -39,15 +39,18 @@ def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.
   ids = [run.encode_prompt(ex) for ex in examples]
   for ex, p in zip(examples, ids, strict=True):
     if len(p) > max_prompt_len:
-      raise ValueError(f"prompt {ex.prompt[:60]!r} has {len(p)} tokens, more than "
-                       f"config.rollout.max_prompt_len={max_prompt_len}")
+      raise ValueError(
+        f"prompt {ex.prompt[:60]!r} has {len(p)} tokens, more than "
+        f"config.rollout.max_prompt_len={max_prompt_len}"
+      )
   return sampling.pad_prompts(ids, pad_id=pad_id, bucket=max_prompt_len)
 
 
 def decode_completions(tokenizer, tokens, mask) -> list[str]:
   tokens, mask = np.asarray(tokens), np.asarray(mask)
-  return [tokenizer.decode(row[: int(m.sum())].tolist())
-          for row, m in zip(tokens, mask, strict=True)]
+  return [
+    tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(tokens, mask, strict=True)
+  ]
 
 
 class Generated(NamedTuple):
@@ -66,8 +69,9 @@ class Generated(NamedTuple):
   examples: list[Any]
 
 
-def _generate(run, layout, graphdef, params, config, example_at, num_prompts, key, *,
-              num_samples, temperature) -> Generated:
+def _generate(
+  run, layout, graphdef, params, config, example_at, num_prompts, key, *, num_samples, temperature
+) -> Generated:
   """Samples `num_samples` completions for prompts `example_at(0..num_prompts-1)`.
 
   This process reads, encodes and decodes only the prompts and completions its devices hold.
@@ -77,21 +81,31 @@ def _generate(run, layout, graphdef, params, config, example_at, num_prompts, ke
   prompt_sharding = layout.rows(num_prompts)
   prompt_rows = host_data.owned_rows(prompt_sharding, num_prompts)
   examples = {int(i): example_at(int(i)) for i in prompt_rows}
-  prompt_ids, prompt_mask = encode_prompts(run, [examples[int(i)] for i in prompt_rows],
-                                           ro.max_prompt_len, tok.pad_id)
-  sampling_params = sampling.SamplingParams(temperature=temperature, top_k=ro.top_k or None,
-                                            top_p=ro.top_p, min_p=ro.min_p)
+  prompt_ids, prompt_mask = encode_prompts(
+    run, [examples[int(i)] for i in prompt_rows], ro.max_prompt_len, tok.pad_id
+  )
+  sampling_params = sampling.SamplingParams(
+    temperature=temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
+  )
   comp = sampling.generate_padded(
-    graphdef, params, host_data.from_rows(prompt_sharding, prompt_rows, prompt_ids, num_prompts),
-    host_data.from_rows(prompt_sharding, prompt_rows, prompt_mask, num_prompts), key,
-    max_new_tokens=ro.max_new_tokens, num_samples=num_samples, params=sampling_params,
-    stop_ids=tuple(sorted(tok.eos_ids)), pad_id=tok.pad_id)
+    graphdef,
+    params,
+    host_data.from_rows(prompt_sharding, prompt_rows, prompt_ids, num_prompts),
+    host_data.from_rows(prompt_sharding, prompt_rows, prompt_mask, num_prompts),
+    key,
+    max_new_tokens=ro.max_new_tokens,
+    num_samples=num_samples,
+    params=sampling_params,
+    stop_ids=tuple(sorted(tok.eos_ids)),
+    pad_id=tok.pad_id,
+  )
   b = num_prompts * num_samples
   row_sharding = layout.rows(b)
   comp = jax.tree.map(lambda x: jax.device_put(x, row_sharding), comp)
   rows = host_data.owned_rows(row_sharding, b)
-  texts = decode_completions(tok, host_data.local_rows(comp.tokens, rows),
-                             host_data.local_rows(comp.mask, rows))
+  texts = decode_completions(
+    tok, host_data.local_rows(comp.tokens, rows), host_data.local_rows(comp.mask, rows)
+  )
   return Generated(comp, rows, texts, [examples[int(r) // num_samples] for r in rows])
 
 
@@ -101,8 +115,9 @@ def _gather_rows(layout, gen: Generated, values: np.ndarray) -> np.ndarray:
   return host_data.to_numpy(host_data.from_rows(layout.rows(b), gen.rows, values, b))
 
 
-def sample_groups(run, layout, graphdef, params, config, data_position: int,
-                  key) -> tuple[Rollout, int]:
+def sample_groups(
+  run, layout, graphdef, params, config, data_position: int, key
+) -> tuple[Rollout, int]:
   """Samples P groups of G, refilling from new prompts while groups are uninformative.
 
   With `objective.dynamic_sampling.enabled` (DAPO, arXiv 2503.14476) groups whose rewards are
@@ -125,24 +140,37 @@ def sample_groups(run, layout, graphdef, params, config, data_position: int,
   comps = []
   for b in range(dynamic.max_num_gen_batches if dynamic.enabled else 1):
     start = data_position
-    gen = _generate(run, layout, graphdef, params, config,
-                    lambda i, start=start: run.task.train(start + i), p,
-                    jax.random.fold_in(key, b), num_samples=g, temperature=ro.temperature)
+    gen = _generate(
+      run,
+      layout,
+      graphdef,
+      params,
+      config,
+      lambda i, start=start: run.task.train(start + i),
+      p,
+      jax.random.fold_in(key, b),
+      num_samples=g,
+      temperature=ro.temperature,
+    )
     data_position += p
     comp = gen.completions
     comps.append(comp)
-    local = np.asarray([run.task.reward_fn(t, ex)
-                        for t, ex in zip(gen.texts, gen.examples, strict=True)],
-                       np.float32)
+    local = np.asarray(
+      [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)], np.float32
+    )
     rewards = _gather_rows(layout, gen, local)
     lengths_b = host_data.to_numpy(jnp.sum(comp.mask, axis=1))
     if overlong.enabled:
       rewards = rewards + overlong.penalty_factor * shaping.overlong_penalty(
-        lengths_b, max_length=overlong.max_len, cache_length=overlong.cache).astype(np.float32)
+        lengths_b, max_length=overlong.max_len, cache_length=overlong.cache
+      ).astype(np.float32)
     if first_rewards is None:
       first_rewards = rewards
-      first_correct = _gather_rows(layout, gen, evaluation.correctness(
-        gen.texts, gen.examples, run.task.reward_fn).astype(np.float32))
+      first_correct = _gather_rows(
+        layout,
+        gen,
+        evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn).astype(np.float32),
+      )
       lengths = lengths_b
     rewards_pg = rewards.reshape(p, g)
     for i in range(p):
@@ -164,14 +192,16 @@ def sample_groups(run, layout, graphdef, params, config, data_position: int,
   else:
     index = layout.put_replicated(order.astype(np.int32))
     pick = lambda x: jax.device_put(jnp.take(jnp.concatenate(x), index, axis=0), row_sharding)
-  field = lambda name: pick([getattr(c, name) for c in comps] if len(comps) > 1
-                            else getattr(comps[0], name))
+  field = lambda name: pick(
+    [getattr(c, name) for c in comps] if len(comps) > 1 else getattr(comps[0], name)
+  )
   completion_mask = field("mask")
   keep_rows = layout.put_rows(np.repeat(np.asarray(flags_, np.int32), g)[:, None])
   seqs = sequences.Sequences(
     tokens=jnp.concatenate([field("prompt_tokens"), field("tokens")], axis=1),
     attn_mask=jnp.concatenate([field("prompt_mask"), completion_mask], axis=1),
-    completion_mask=completion_mask * keep_rows)
+    completion_mask=completion_mask * keep_rows,
+  )
   informative = np.asarray([r.max() > r.min() for _, _, r in chosen])
   metrics = {
     "reward/mean": float(first_rewards.mean()),
@@ -182,13 +212,16 @@ def sample_groups(run, layout, graphdef, params, config, data_position: int,
     "rollout/generation_batches": float(len(comps)),
     "rollout/informative_groups": float(informative.sum()),
   }
-  return Rollout(seqs=seqs, sampler_logprobs=field("sampling_logprobs"),
-                 rewards=np.concatenate([r for _, _, r in chosen]), informative=informative,
-                 metrics=metrics), data_position
+  return Rollout(
+    seqs=seqs,
+    sampler_logprobs=field("sampling_logprobs"),
+    rewards=np.concatenate([r for _, _, r in chosen]),
+    informative=informative,
+    metrics=metrics,
+  ), data_position
 
 
-def sft_sequences(run, layout, config, data_position: int,
-                  batch_size: int) -> sequences.Sequences:
+def sft_sequences(run, layout, config, data_position: int, batch_size: int) -> sequences.Sequences:
   """Supervised rows: prompt, then the reference solution and EOS as the completion.
 
   This process reads and encodes only the rows its devices hold.
@@ -205,15 +238,18 @@ def sft_sequences(run, layout, config, data_position: int,
   for i, ex in enumerate(examples):
     ids = [*tok.encode(ex.solution), tok.eos_ids[0]]
     if len(ids) > n:
-      raise ValueError(f"the reference solution {ex.solution[:60]!r} has {len(ids)} tokens with "
-                       f"EOS, more than config.rollout.max_new_tokens={n}")
+      raise ValueError(
+        f"the reference solution {ex.solution[:60]!r} has {len(ids)} tokens with "
+        f"EOS, more than config.rollout.max_new_tokens={n}"
+      )
     comp[i, : len(ids)] = ids
     comp_mask[i, : len(ids)] = 1
   put = lambda x: host_data.from_rows(sharding, rows, x, batch_size)
   return sequences.Sequences(
     tokens=put(np.concatenate([prompt_ids, comp], axis=1)),
     attn_mask=put(np.concatenate([prompt_mask, comp_mask], axis=1)),
-    completion_mask=put(comp_mask))
+    completion_mask=put(comp_mask),
+  )
 
 
 def evaluate(run, layout, graphdef, params, config, key) -> dict[str, float]:
@@ -223,16 +259,26 @@ def evaluate(run, layout, graphdef, params, config, key) -> dict[str, float]:
   chunk = ev.batch_prompts
   greedy, sampled = [], []
   for start in range(0, len(heldout), chunk):
-    part = heldout[start:start + chunk]
+    part = heldout[start : start + chunk]
     # A fixed shape (the last chunk padded with its last problem): one compilation.
     example_at = lambda i, part=part: part[min(i, len(part) - 1)]
-    gen = _generate(run, layout, graphdef, params, config, example_at, chunk, key,
-                    num_samples=1, temperature=0.0)
+    gen = _generate(
+      run, layout, graphdef, params, config, example_at, chunk, key, num_samples=1, temperature=0.0
+    )
     correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
     greedy.append(_gather_rows(layout, gen, correct.astype(np.float32))[: len(part)])
-    gen = _generate(run, layout, graphdef, params, config, example_at, chunk,
-                    jax.random.fold_in(key, start), num_samples=ev.samples,
-                    temperature=config.rollout.temperature)
+    gen = _generate(
+      run,
+      layout,
+      graphdef,
+      params,
+      config,
+      example_at,
+      chunk,
+      jax.random.fold_in(key, start),
+      num_samples=ev.samples,
+      temperature=config.rollout.temperature,
+    )
     correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
     c = _gather_rows(layout, gen, correct.astype(np.float32))
     sampled.append(c.reshape(chunk, ev.samples)[: len(part)])

@@ -37,12 +37,19 @@ def from_completions(completions) -> Sequences:
   return Sequences(
     tokens=jnp.concatenate([completions.prompt_tokens, completions.tokens], axis=1),
     attn_mask=jnp.concatenate([completions.prompt_mask, completions.mask], axis=1),
-    completion_mask=completions.mask)
+    completion_mask=completions.mask,
+  )
 
 
-def policy_outputs(model: transformer.Decoder, seqs: Sequences, *, temperature: float = 1.0,
-                   compute_entropy: bool = True, seq_chunk: int = 1024,
-                   vocab_chunk: int | None = None) -> compose.PolicyOutputs:
+def policy_outputs(
+  model: transformer.Decoder,
+  seqs: Sequences,
+  *,
+  temperature: float = 1.0,
+  compute_entropy: bool = True,
+  seq_chunk: int = 1024,
+  vocab_chunk: int | None = None,
+) -> compose.PolicyOutputs:
   """Per-token log-probs (and entropy) of the completion tokens under `model`.
 
   Args:
@@ -57,15 +64,25 @@ def policy_outputs(model: transformer.Decoder, seqs: Sequences, *, temperature: 
   """
   n = seqs.completion_mask.shape[1]
   mask = seqs.attn_mask
-  out = model(seqs.tokens, positions_bt=transformer.positions_from_mask(mask),
-              attn_mask_bts=transformer.causal_padding_mask(mask), return_logits=False)
+  out = model(
+    seqs.tokens,
+    positions_bt=transformer.positions_from_mask(mask),
+    attn_mask_bts=transformer.causal_padding_mask(mask),
+    return_logits=False,
+  )
   # The LM head in the dtype of the sampler's `model.logits`: both score the same function.
   head_dtype = jnp.float32 if model.lm_head_f32 else model.dtype
-  hidden = out.hidden[:, -n - 1:-1].astype(head_dtype)
+  hidden = out.hidden[:, -n - 1 : -1].astype(head_dtype)
   targets = seqs.tokens[:, -n:]
   logp, ent = logprobs_lib.token_logprobs_and_entropy(
-    hidden, model.unembedding().astype(head_dtype), targets, temperature=temperature,
-    seq_chunk=seq_chunk, vocab_chunk=vocab_chunk, compute_entropy=compute_entropy)
+    hidden,
+    model.unembedding().astype(head_dtype),
+    targets,
+    temperature=temperature,
+    seq_chunk=seq_chunk,
+    vocab_chunk=vocab_chunk,
+    compute_entropy=compute_entropy,
+  )
   return compose.PolicyOutputs(logprobs=logp, entropy=ent, log_z=None, values=None)
 
 

@@ -33,9 +33,17 @@ def split_trainable(params, trainable=nnx.Param):
   return nnx.split_state(params, trainable, ...)
 
 
-def build(graphdef, objective, optimizer: optax.GradientTransformation, *, temperature: float,
-          compute_entropy: bool, seq_chunk: int, vocab_chunk: int | None,
-          trainable=nnx.Param) -> StepFns:
+def build(
+  graphdef,
+  objective,
+  optimizer: optax.GradientTransformation,
+  *,
+  temperature: float,
+  compute_entropy: bool,
+  seq_chunk: int,
+  vocab_chunk: int | None,
+  trainable=nnx.Param,
+) -> StepFns:
   """Builds the jitted step functions for one run.
 
   Args:
@@ -58,20 +66,23 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
     return out.logprobs, out.entropy
 
   def micro_loss(train_params, frozen, seqs, batch, obj_state, key):
-    policy = sequences.split_and_score(graphdef, nnx.merge_state(train_params, frozen), seqs,
-                                       compute_entropy=compute_entropy, **kw)
+    policy = sequences.split_and_score(
+      graphdef, nnx.merge_state(train_params, frozen), seqs, compute_entropy=compute_entropy, **kw
+    )
     loss_sum, denom, metrics, new_obj_state = objective.loss(policy, batch, obj_state, key)
     return loss_sum, (denom, metrics, new_obj_state)
 
   @jax.jit
   def grad(params, seqs, batch, obj_state, key):
-    (loss_sum, (denom, metrics, new_obj_state)), g = jax.value_and_grad(
-      micro_loss, has_aux=True)(*split(params), seqs, batch, obj_state, key)
+    (loss_sum, (denom, metrics, new_obj_state)), g = jax.value_and_grad(micro_loss, has_aux=True)(
+      *split(params), seqs, batch, obj_state, key
+    )
     return g, loss_sum, denom, metrics, new_obj_state
 
   def on_policy_loss(train_params, frozen, seqs, batch, obj_state, key):
-    policy = sequences.split_and_score(graphdef, nnx.merge_state(train_params, frozen), seqs,
-                                       compute_entropy=compute_entropy, **kw)
+    policy = sequences.split_and_score(
+      graphdef, nnx.merge_state(train_params, frozen), seqs, compute_entropy=compute_entropy, **kw
+    )
     # One update per rollout: π_old is the current policy, so its log-probs come from this very
     # forward pass (detached) instead of a separate scoring pass.
     old = jax.lax.stop_gradient(policy.logprobs)
@@ -90,7 +101,8 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
       `grad`'s outputs, then the old log-probs and the entropy of the micro-batch.
     """
     (loss_sum, (denom, metrics, new_obj_state, old, entropy)), g = jax.value_and_grad(
-      on_policy_loss, has_aux=True)(*split(params), seqs, batch, obj_state, key)
+      on_policy_loss, has_aux=True
+    )(*split(params), seqs, batch, obj_state, key)
     return g, loss_sum, denom, metrics, new_obj_state, old, entropy
 
   @jax.jit
@@ -98,9 +110,14 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
     """Sum of negative log-likelihood over the completion tokens, and their count."""
 
     def nll(p, frozen):
-      out = sequences.split_and_score(graphdef, nnx.merge_state(p, frozen), seqs,
-                                      compute_entropy=False, seq_chunk=seq_chunk,
-                                      vocab_chunk=vocab_chunk)
+      out = sequences.split_and_score(
+        graphdef,
+        nnx.merge_state(p, frozen),
+        seqs,
+        compute_entropy=False,
+        seq_chunk=seq_chunk,
+        vocab_chunk=vocab_chunk,
+      )
       return -masked.masked_sum(out.logprobs, seqs.completion_mask)
 
     loss_sum, g = jax.value_and_grad(nll)(*split(params))
@@ -118,6 +135,11 @@ def build(graphdef, objective, optimizer: optax.GradientTransformation, *, tempe
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
 
-  return StepFns(graphdef=graphdef, score=score, grad=grad, grad_on_policy=grad_on_policy,
-                 update=update, sft_grad=sft_grad)
-
+  return StepFns(
+    graphdef=graphdef,
+    score=score,
+    grad=grad,
+    grad_on_policy=grad_on_policy,
+    update=update,
+    sft_grad=sft_grad,
+  )

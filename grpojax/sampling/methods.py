@@ -68,7 +68,9 @@ def processed_logits(logits_bv: Array, params: SamplingParams) -> Array:
   return x
 
 
-def sample_token(logits_bv: Array, key: Array, params: SamplingParams) -> tuple[Array, Array, Array]:
+def sample_token(
+  logits_bv: Array, key: Array, params: SamplingParams
+) -> tuple[Array, Array, Array]:
   """Draws one token per row.
 
   Args:
@@ -87,7 +89,8 @@ def sample_token(logits_bv: Array, key: Array, params: SamplingParams) -> tuple[
   else:
     x = processed_logits(logits_bv, params)
     tokens = jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
-    sampling_logp = jnp.take_along_axis(
-      jax.nn.log_softmax(x, axis=-1), tokens[:, None], axis=-1)[:, 0]
+    sampling_logp = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), tokens[:, None], axis=-1)[
+      :, 0
+    ]
   policy_logp = jnp.take_along_axis(policy_logp_bv, tokens[:, None], axis=-1)[:, 0]
   return tokens, sampling_logp, policy_logp

@@ -58,8 +58,9 @@ class _LoopState(NamedTuple):
   policy_logprobs: Array
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], *, pad_id: int,
-                bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def pad_prompts(
+  prompts: Sequence[Sequence[int]], *, pad_id: int, bucket: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
   """Left-pads token lists to a common length rounded up to a multiple of `bucket`.
 
   Bucketing keeps the jitted sampler from recompiling for every new longest prompt.
@@ -79,16 +80,27 @@ def pad_prompts(prompts: Sequence[Sequence[int]], *, pad_id: int,
   tokens = np.full((len(prompts), tp), pad_id, np.int32)
   mask = np.zeros((len(prompts), tp), np.int32)
   for i, p in enumerate(prompts):
-    tokens[i, tp - len(p):] = np.asarray(p, np.int32)
-    mask[i, tp - len(p):] = 1
+    tokens[i, tp - len(p) :] = np.asarray(p, np.int32)
+    mask[i, tp - len(p) :] = 1
   return tokens, mask
 
 
-def generate(model: transformer.Decoder, prompts: Sequence[Sequence[int]], *, key: Array,
-             max_new_tokens: int, num_samples: int = 1, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0,
-             eos_ids: Sequence[int] = (), stop_ids: Sequence[int] = (), pad_id: int = 0,
-             prompt_bucket: int = 16) -> Completions:
+def generate(
+  model: transformer.Decoder,
+  prompts: Sequence[Sequence[int]],
+  *,
+  key: Array,
+  max_new_tokens: int,
+  num_samples: int = 1,
+  temperature: float = 1.0,
+  top_k: int | None = None,
+  top_p: float = 1.0,
+  min_p: float = 0.0,
+  eos_ids: Sequence[int] = (),
+  stop_ids: Sequence[int] = (),
+  pad_id: int = 0,
+  prompt_bucket: int = 16,
+) -> Completions:
   """Samples `num_samples` completions for each prompt.
 
   Args:
@@ -123,16 +135,37 @@ def generate(model: transformer.Decoder, prompts: Sequence[Sequence[int]], *, ke
       raise ValueError(f"prompt {i} has token ids {bad[:5]} outside the vocabulary [0, {vocab})")
   prompt_tokens, prompt_mask = pad_prompts(prompts, pad_id=pad_id, bucket=prompt_bucket)
   graphdef, state = nnx.split(model)
-  return generate_padded(graphdef, state, jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask),
-                         key, max_new_tokens=int(max_new_tokens), num_samples=int(num_samples),
-                         params=params, stop_ids=stops, pad_id=int(pad_id))
+  return generate_padded(
+    graphdef,
+    state,
+    jnp.asarray(prompt_tokens),
+    jnp.asarray(prompt_mask),
+    key,
+    max_new_tokens=int(max_new_tokens),
+    num_samples=int(num_samples),
+    params=params,
+    stop_ids=stops,
+    pad_id=int(pad_id),
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "num_samples",
-                                             "params", "stop_ids", "pad_id"))
-def generate_padded(graphdef, state, prompt_tokens_pt: Array, prompt_mask_pt: Array, key: Array,
-                    *, max_new_tokens: int, num_samples: int, params: methods.SamplingParams,
-                    stop_ids: tuple[int, ...], pad_id: int) -> Completions:
+@functools.partial(
+  jax.jit,
+  static_argnames=("graphdef", "max_new_tokens", "num_samples", "params", "stop_ids", "pad_id"),
+)
+def generate_padded(
+  graphdef,
+  state,
+  prompt_tokens_pt: Array,
+  prompt_mask_pt: Array,
+  key: Array,
+  *,
+  max_new_tokens: int,
+  num_samples: int,
+  params: methods.SamplingParams,
+  stop_ids: tuple[int, ...],
+  pad_id: int,
+) -> Completions:
   """The jitted sampler on already left-padded prompts (see `generate` for the arguments).
 
   Recompiles only when a shape or a static argument changes, never for new prompt contents.
@@ -148,9 +181,14 @@ def generate_padded(graphdef, state, prompt_tokens_pt: Array, prompt_mask_pt: Ar
   prompt_keys_ps = jnp.zeros((num_prompts, s), bool).at[:, :tp].set(prompt_mask_pt > 0)
   causal_ts = jnp.arange(s)[None, :] <= jnp.arange(tp)[:, None]
   cache = transformer.init_cache(model.config, num_prompts, s, model.dtype)
-  out = model(prompt_tokens_pt, positions_bt=transformer.positions_from_mask(prompt_mask_pt),
-              attn_mask_bts=causal_ts[None] & prompt_keys_ps[:, None, :], cache=cache,
-              cache_index=0, return_logits=False)
+  out = model(
+    prompt_tokens_pt,
+    positions_bt=transformer.positions_from_mask(prompt_mask_pt),
+    attn_mask_bts=causal_ts[None] & prompt_keys_ps[:, None, :],
+    cache=cache,
+    cache_index=0,
+    return_logits=False,
+  )
   first_logits = model.logits(out.hidden[:, -1:])[:, 0]
 
   def per_sample(x):
@@ -170,22 +208,30 @@ def generate_padded(graphdef, state, prompt_tokens_pt: Array, prompt_mask_pt: Ar
   def record(state: _LoopState, step, logits_bv) -> _LoopState:
     """Samples token `step` from `logits_bv` and stores it for rows still running."""
     tok, samp_lp, pol_lp = methods.sample_token(
-      logits_bv, jax.random.fold_in(state.key, step), params)
+      logits_bv, jax.random.fold_in(state.key, step), params
+    )
     live = ~state.done
     tok = jnp.where(live, tok, pad_id)
     zero = jnp.zeros_like(samp_lp)
     return state._replace(
-      step=step, last_token=tok, done=state.done | (live & is_stop(tok)),
+      step=step,
+      last_token=tok,
+      done=state.done | (live & is_stop(tok)),
       tokens=state.tokens.at[:, step].set(tok),
       sampling_logprobs=state.sampling_logprobs.at[:, step].set(jnp.where(live, samp_lp, zero)),
-      policy_logprobs=state.policy_logprobs.at[:, step].set(jnp.where(live, pol_lp, zero)))
+      policy_logprobs=state.policy_logprobs.at[:, step].set(jnp.where(live, pol_lp, zero)),
+    )
 
   init = _LoopState(
-    step=jnp.zeros((), jnp.int32), last_token=jnp.zeros((b,), jnp.int32),
-    done=jnp.zeros((b,), bool), cache=cache, key=key,
+    step=jnp.zeros((), jnp.int32),
+    last_token=jnp.zeros((b,), jnp.int32),
+    done=jnp.zeros((b,), bool),
+    cache=cache,
+    key=key,
     tokens=jnp.full((b, n), pad_id, jnp.int32),
     sampling_logprobs=jnp.zeros((b, n), jnp.float32),
-    policy_logprobs=jnp.zeros((b, n), jnp.float32))
+    policy_logprobs=jnp.zeros((b, n), jnp.float32),
+  )
   init = record(init, jnp.zeros((), jnp.int32), first_logits)
   cache_pos_s = jnp.arange(s)
 
@@ -196,19 +242,29 @@ def generate_padded(graphdef, state, prompt_tokens_pt: Array, prompt_mask_pt: Ar
     # Feed token `step` at cache index Tp + step; its logits give token `step + 1`.
     write = tp + st.step
     keys_bs = prompt_keys_bs | ((cache_pos_s[None] >= tp) & (cache_pos_s[None] <= write))
-    out = model(st.last_token[:, None], positions_bt=(prompt_len_b + st.step)[:, None],
-                attn_mask_bts=keys_bs[:, None, :], cache=st.cache, cache_index=write,
-                return_logits=False)
+    out = model(
+      st.last_token[:, None],
+      positions_bt=(prompt_len_b + st.step)[:, None],
+      attn_mask_bts=keys_bs[:, None, :],
+      cache=st.cache,
+      cache_index=write,
+      return_logits=False,
+    )
     st = st._replace(cache=out.cache)
     return record(st, st.step + 1, model.logits(out.hidden)[:, 0])
 
   final = jax.lax.while_loop(cond, body, init)
   # A row's mask covers its tokens up to and including its stop token.
   stop_seen = jnp.cumsum(is_stop(final.tokens.reshape(-1)).reshape(b, n), axis=-1)
-  mask = ((stop_seen - is_stop(final.tokens.reshape(-1)).reshape(b, n)) == 0)
+  mask = (stop_seen - is_stop(final.tokens.reshape(-1)).reshape(b, n)) == 0
   steps_run = jnp.arange(n)[None, :] <= final.step
   mask = (mask & steps_run).astype(jnp.int32)
   return Completions(
-    prompt_tokens=per_sample(prompt_tokens_pt), prompt_mask=per_sample(prompt_mask_pt),
-    tokens=final.tokens, mask=mask, sampling_logprobs=final.sampling_logprobs,
-    policy_logprobs=final.policy_logprobs, finished=final.done)
+    prompt_tokens=per_sample(prompt_tokens_pt),
+    prompt_mask=per_sample(prompt_mask_pt),
+    tokens=final.tokens,
+    mask=mask,
+    sampling_logprobs=final.sampling_logprobs,
+    policy_logprobs=final.policy_logprobs,
+    finished=final.done,
+  )

@@ -9,8 +9,11 @@ import pytest
 from grpojax.rl import setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                      if os.path.basename(p) not in ("__init__.py", "common.py"))
+CONFIG_FILES = sorted(
+  p
+  for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+  if os.path.basename(p) not in ("__init__.py", "common.py")
+)
 
 
 def _load(path):
@@ -46,16 +49,19 @@ def test_unknown_argument_and_typos_fail_loudly():
     config.rollout.temprature = 0.5  # locked: a typo cannot add a field
 
 
-@pytest.mark.parametrize("field, value, culprit", [
-  ("rollout.top_p", 1.5, "rollout.top_p"),
-  ("rollout.temperature", 0.0, "rollout.temperature"),
-  ("train.minibatches", 3, "train.minibatches"),
-  ("train.microbatch_rows", 48, "train.microbatch_rows"),
-  ("eval.pass_k", 16, "eval.pass_k"),
-  ("optim.learning_rate", -1.0, "optim.learning_rate"),
-  ("model.dtype", "float16", "model.dtype"),
-  ("objective.surrogate.epsilon_low", -0.1, "objective.surrogate.epsilon_low"),
-])
+@pytest.mark.parametrize(
+  "field, value, culprit",
+  [
+    ("rollout.top_p", 1.5, "rollout.top_p"),
+    ("rollout.temperature", 0.0, "rollout.temperature"),
+    ("train.minibatches", 3, "train.minibatches"),
+    ("train.microbatch_rows", 48, "train.microbatch_rows"),
+    ("eval.pass_k", 16, "eval.pass_k"),
+    ("optim.learning_rate", -1.0, "optim.learning_rate"),
+    ("model.dtype", "float16", "model.dtype"),
+    ("objective.surrogate.epsilon_low", -0.1, "objective.surrogate.epsilon_low"),
+  ],
+)
 def test_bad_values_name_the_field(field, value, culprit):
   config = _load(os.path.join(REPO, "configs", "default.py")).get_config()
   node = config

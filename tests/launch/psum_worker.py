@@ -20,11 +20,16 @@ def main():
   parser.add_argument("--num_processes", type=int, required=True)
   parser.add_argument("--process_id", type=int, required=True)
   a = parser.parse_args()
-  jax.distributed.initialize(coordinator_address=a.coordinator_address,
-                             num_processes=a.num_processes, process_id=a.process_id)
+  jax.distributed.initialize(
+    coordinator_address=a.coordinator_address,
+    num_processes=a.num_processes,
+    process_id=a.process_id,
+  )
   ids = multihost_utils.process_allgather(jnp.asarray([a.process_id], jnp.int32))
-  print(f"process {jax.process_index()} of {jax.process_count()}: "
-        f"sum of ids {int(ids.sum())}", flush=True)
+  print(
+    f"process {jax.process_index()} of {jax.process_count()}: sum of ids {int(ids.sum())}",
+    flush=True,
+  )
   jax.distributed.shutdown()
 
 

@@ -78,11 +78,12 @@ def test_sharded_index_pointing_at_a_missing_shard_is_named(ckpt):
   tensors = safetensors.numpy.load_file(str(ckpt / "model.safetensors"))
   os.remove(ckpt / "model.safetensors")
   names = sorted(tensors)
-  first, second = names[: len(names) // 2], names[len(names) // 2:]
+  first, second = names[: len(names) // 2], names[len(names) // 2 :]
   safetensors.numpy.save_file({n: tensors[n] for n in first}, str(ckpt / "a.safetensors"))
   safetensors.numpy.save_file({n: tensors[n] for n in second}, str(ckpt / "b.safetensors"))
-  index = {"weight_map": {**{n: "a.safetensors" for n in first},
-                          **{n: "b.safetensors" for n in second}}}
+  index = {
+    "weight_map": {**{n: "a.safetensors" for n in first}, **{n: "b.safetensors" for n in second}}
+  }
   (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
   assert models.from_pretrained(str(ckpt)).config.num_layers == 2  # the sharded form loads
   os.remove(ckpt / "b.safetensors")

@@ -39,7 +39,7 @@ _QWEN_TEMPLATE = (
   "    {%- endif %}\n"
   '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.'
   "\\n\\nYou are provided with function signatures within <tools></tools> XML tags:"
-  "\\n<tools>\" }}\n"
+  '\\n<tools>" }}\n'
   '    {%- for tool in tools %}\n        {{- "\\n" }}\n        {{- tool | tojson }}\n'
   '    {%- endfor %}\n    {{- "\\n</tools>\\n\\nFor each function call, return a json object with '
   "function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n"
@@ -53,13 +53,13 @@ _QWEN_TEMPLATE = (
   '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or '
   '(message.role == "assistant" and not message.tool_calls) %}\n'
   "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-  '    {%- elif message.role == "assistant" %}\n        {{- \'<|im_start|>\' + message.role }}\n'
+  "    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n"
   "        {%- if message.content %}\n            {{- '\\n' + message.content }}\n"
   "        {%- endif %}\n        {%- for tool_call in message.tool_calls %}\n"
   "            {%- if tool_call.function is defined %}\n"
   "                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n"
-  "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n"
-  "            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n"
+  '            {{- \'\\n<tool_call>\\n{"name": "\' }}\n            {{- tool_call.name }}\n'
+  '            {{- \'", "arguments": \' }}\n            {{- tool_call.arguments | tojson }}\n'
   "            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n"
   '    {%- elif message.role == "tool" %}\n'
   '        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}\n'

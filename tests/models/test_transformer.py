@@ -22,8 +22,11 @@ def _padded_batch(seed=0, vocab=97):
 
 @nnx.jit
 def _forward(model, ids, mask):
-  return model(ids, positions_bt=transformer.positions_from_mask(mask),
-               attn_mask_bts=transformer.causal_padding_mask(mask))
+  return model(
+    ids,
+    positions_bt=transformer.positions_from_mask(mask),
+    attn_mask_bts=transformer.causal_padding_mask(mask),
+  )
 
 
 def _our_logits(model, ids, mask):
@@ -41,8 +44,9 @@ def test_logits_match_transformers(hf_checkpoint, family):
   print(f"{family}: max |logit error| = {err:.2e} (logit scale {np.abs(ref).max():.1f})")
   assert err < 1e-4
   # The hidden states are the unembedding's input: logits = hidden @ unembedding.
-  rebuilt = np.einsum("btd,dv->btv", np.asarray(out.hidden),
-                      np.asarray(models.from_pretrained(path).unembedding()))
+  rebuilt = np.einsum(
+    "btd,dv->btv", np.asarray(out.hidden), np.asarray(models.from_pretrained(path).unembedding())
+  )
   np.testing.assert_allclose(rebuilt, ours, atol=1e-4)
 
 
@@ -100,9 +104,17 @@ def test_bf16_parameters_load_and_cast(hf_checkpoint):
 
 
 def test_remat_policies_give_the_same_loss_and_gradients_with_less_saved_memory():
-  cfg = models.ModelConfig(model_type="qwen2", vocab_size=61, hidden_size=32, intermediate_size=64,
-                           num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                           attention_bias=True)
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=61,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    attention_bias=True,
+  )
   ids = jnp.asarray(np.random.RandomState(0).randint(0, 61, (4, 16)))
 
   def loss_and_grads(remat):
@@ -119,8 +131,8 @@ def test_remat_policies_give_the_same_loss_and_gradients_with_less_saved_memory(
 
   (ref_loss, ref_grads), ref_temp = loss_and_grads("none")
   for policy in ("full", "dots", "dots_all"):
-    (l, g), temp = loss_and_grads(policy)
-    np.testing.assert_allclose(l, ref_loss, rtol=1e-6)
+    (loss, g), temp = loss_and_grads(policy)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, ref_grads)
     if policy == "full":
       assert temp < ref_temp, (temp, ref_temp)

@@ -44,8 +44,10 @@ def test_from_rows_and_local_rows_round_trip():
 
 def test_local_rows_refuses_split_trailing_dimensions():
   mesh = mesh_lib.make_mesh({"data": 2, "tensor": 4})
-  x = jax.device_put(jnp.zeros((4, 8)), jax.sharding.NamedSharding(
-    mesh, jax.sharding.PartitionSpec("data", "tensor")))
+  x = jax.device_put(
+    jnp.zeros((4, 8)),
+    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", "tensor")),
+  )
   with pytest.raises(ValueError, match="whole rows"):
     host_data.local_rows(x, np.arange(4))
 

@@ -49,14 +49,17 @@ def test_make_mesh_rest_axis_and_pairs():
   assert set(mesh.devices.ravel()) == set(jax.devices()[:4])
 
 
-@pytest.mark.parametrize("axes, match", [
-  ({"data": 3, "tensor": 2}, "'data'"),          # 6 != 8; data=3 does not divide 8
-  ({"data": -1, "tensor": 3}, "'data'"),         # 3 does not divide 8: the -1 axis is named
-  ({"data": 2, "fsdp": 2}, "multiply to 4"),     # divides but does not cover 8 devices
-  ({"data": -1, "fsdp": -1}, "only one"),
-  ({"data": 0, "fsdp": 8}, "'data'"),
-  ([("data", 4), ("data", 2)], "repeat"),
-])
+@pytest.mark.parametrize(
+  "axes, match",
+  [
+    ({"data": 3, "tensor": 2}, "'data'"),  # 6 != 8; data=3 does not divide 8
+    ({"data": -1, "tensor": 3}, "'data'"),  # 3 does not divide 8: the -1 axis is named
+    ({"data": 2, "fsdp": 2}, "multiply to 4"),  # divides but does not cover 8 devices
+    ({"data": -1, "fsdp": -1}, "only one"),
+    ({"data": 0, "fsdp": 8}, "'data'"),
+    ([("data", 4), ("data", 2)], "repeat"),
+  ],
+)
 def test_make_mesh_errors_name_the_axis(axes, match):
   with pytest.raises(ValueError, match=match):
     mesh_lib.make_mesh(axes)
@@ -69,41 +72,72 @@ def test_make_mesh_errors_name_the_axis(axes, match):
 def setup():
   """The tiny model, objective, optimiser, step functions, a batch and the unsharded step."""
   cfg = config_lib.ModelConfig(
-    model_type="qwen2", vocab_size=61, hidden_size=32, intermediate_size=64, num_layers=2,
-    num_heads=4, num_kv_heads=2, head_dim=8, attention_bias=True)
+    model_type="qwen2",
+    vocab_size=61,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    attention_bias=True,
+  )
   model = transformer.Decoder(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   obj_config = objectives.default_config("grpo")
   obj_config.kl.coef = 0.0
   objective = objectives.make(obj_config)
   optimizer = optax.adamw(1e-3, weight_decay=0.01)
-  fns = steps.build(graphdef, objective, optimizer, temperature=1.0, compute_entropy=True,
-                    seq_chunk=1024, vocab_chunk=None)
+  fns = steps.build(
+    graphdef,
+    objective,
+    optimizer,
+    temperature=1.0,
+    compute_entropy=True,
+    seq_chunk=1024,
+    vocab_chunk=None,
+  )
   rng = np.random.default_rng(0)
   completion_mask = rng.integers(0, 2, (B, N)).astype(np.int32)
   completion_mask[:, 0] = 1
   seqs = sequences.Sequences(
     tokens=jnp.asarray(rng.integers(0, cfg.vocab_size, (B, TP + N)), jnp.int32),
     attn_mask=jnp.asarray(np.concatenate([np.ones((B, TP), np.int32), completion_mask], 1)),
-    completion_mask=jnp.asarray(completion_mask))
+    completion_mask=jnp.asarray(completion_mask),
+  )
   old_lp = jnp.asarray(rng.normal(size=(B, N)) - 3.0, jnp.float32)
   batch = objectives.LossBatch(
-    old_logprobs=old_lp, sampler_logprobs=old_lp + 0.01,
+    old_logprobs=old_lp,
+    sampler_logprobs=old_lp + 0.01,
     advantages=jnp.asarray(rng.normal(size=(B, N)), jnp.float32),
-    mask=jnp.asarray(completion_mask), max_len=N)
+    mask=jnp.asarray(completion_mask),
+    max_len=N,
+  )
   opt_state = optimizer.init(params)
   key = jax.random.key(1)
   g, loss, denom, _, _ = fns.grad(params, seqs, batch, objective.init(), key)
   new_params, new_opt, _, finite = fns.update(params, opt_state, g, denom)
   assert bool(finite) and len(jax.tree.leaves(new_params)[0].devices()) == 1
-  return dict(cfg=cfg, model=model, graphdef=graphdef, params=params, objective=objective,
-              optimizer=optimizer, fns=fns, seqs=seqs, batch=batch, opt_state=opt_state, key=key,
-              ref=dict(grads=g, loss=loss, denom=denom, params=new_params, opt_state=new_opt))
+  return dict(
+    cfg=cfg,
+    model=model,
+    graphdef=graphdef,
+    params=params,
+    objective=objective,
+    optimizer=optimizer,
+    fns=fns,
+    seqs=seqs,
+    batch=batch,
+    opt_state=opt_state,
+    key=key,
+    ref=dict(grads=g, loss=loss, denom=denom, params=new_params, opt_state=new_opt),
+  )
 
 
 def _specs(shardings):
-  return {rules_lib.path_to_str(p): s.spec
-          for p, s in jax.tree_util.tree_leaves_with_path(shardings)}
+  return {
+    rules_lib.path_to_str(p): s.spec for p, s in jax.tree_util.tree_leaves_with_path(shardings)
+  }
 
 
 def test_param_shardings_default_rules(setup):
@@ -138,15 +172,28 @@ def test_optimizer_state_follows_param_rules(setup):
     assert opt_specs[f"0/mu/{path}"] == spec and opt_specs[f"0/nu/{path}"] == spec
 
 
-@pytest.mark.parametrize("family", [
-  dict(model_type="qwen3", qk_norm=True, tie_word_embeddings=True),
-  dict(model_type="llama", attention_out_bias=True, mlp_bias=True),
-], ids=["qwen3_tied", "llama_biases"])
+@pytest.mark.parametrize(
+  "family",
+  [
+    dict(model_type="qwen3", qk_norm=True, tie_word_embeddings=True),
+    dict(model_type="llama", attention_out_bias=True, mlp_bias=True),
+  ],
+  ids=["qwen3_tied", "llama_biases"],
+)
 def test_default_rules_cover_every_family(family):
-  cfg = config_lib.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
-                               num_heads=4, num_kv_heads=2, head_dim=8, **family)
-  abstract = jax.eval_shape(lambda: nnx.split(transformer.Decoder(cfg, rngs=nnx.Rngs(0)),
-                                              nnx.Param)[1])
+  cfg = config_lib.ModelConfig(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    **family,
+  )
+  abstract = jax.eval_shape(
+    lambda: nnx.split(transformer.Decoder(cfg, rngs=nnx.Rngs(0)), nnx.Param)[1]
+  )
   specs = _specs(rules_lib.param_shardings(abstract, _mesh((2, 2, 2))))
   assert specs["embed_tokens/embedding"] == P("tensor", "fsdp")  # 64 divides: no fallback
   if family["model_type"] == "qwen3":
@@ -157,11 +204,13 @@ def test_default_rules_cover_every_family(family):
 
 
 def test_mesh_axis_used_once_per_array():
-  rules = rules_lib.Rules(param_axes=(("w", ("a", "b")),),
-                          logical_axes={"a": "tensor", "b": "tensor"})
+  rules = rules_lib.Rules(
+    param_axes=(("w", ("a", "b")),), logical_axes={"a": "tensor", "b": "tensor"}
+  )
   mesh = _mesh((2, 2, 2))
-  shardings = rules_lib.param_shardings({"w": jax.ShapeDtypeStruct((4, 4), jnp.float32)},
-                                        mesh, rules)
+  shardings = rules_lib.param_shardings(
+    {"w": jax.ShapeDtypeStruct((4, 4), jnp.float32)}, mesh, rules
+  )
   assert shardings["w"].spec == P("tensor")
 
 
@@ -178,8 +227,10 @@ def test_unmatched_and_wrong_rank_raise():
   assert rules_lib.param_shardings({"extra": jnp.zeros((4, 4))}, mesh, rules)["extra"].spec == P()
 
 
-@pytest.mark.parametrize("sizes, spec, rows", [
-  ((8, 1, 1), P("data"), 1), ((2, 2, 2), P(("data", "fsdp")), 2), ((1, 4, 2), P("fsdp"), 2)])
+@pytest.mark.parametrize(
+  "sizes, spec, rows",
+  [((8, 1, 1), P("data"), 1), ((2, 2, 2), P(("data", "fsdp")), 2), ((1, 4, 2), P("fsdp"), 2)],
+)
 def test_batch_sharding(sizes, spec, rows):
   sharding = rules_lib.batch_sharding(_mesh(sizes))
   assert sharding.spec == spec
@@ -194,10 +245,12 @@ def _place(setup, mesh):
   param_sh = rules_lib.param_shardings(setup["params"], mesh)
   opt_sh = rules_lib.param_shardings(setup["opt_state"], mesh)
   data = rules_lib.batch_sharding(mesh)
-  placed = dict(params=rules_lib.shard_params(setup["params"], param_sh),
-                opt_state=rules_lib.shard_params(setup["opt_state"], opt_sh),
-                seqs=jax.device_put(setup["seqs"], data),
-                batch=jax.device_put(setup["batch"], data))
+  placed = dict(
+    params=rules_lib.shard_params(setup["params"], param_sh),
+    opt_state=rules_lib.shard_params(setup["opt_state"], opt_sh),
+    seqs=jax.device_put(setup["seqs"], data),
+    batch=jax.device_put(setup["batch"], data),
+  )
   return param_sh, opt_sh, placed
 
 
@@ -206,19 +259,30 @@ def _assert_step_matches(setup, out, param_sh, opt_sh, *, grads_keep_layout: boo
   ref = setup["ref"]
   np.testing.assert_allclose(float(loss), float(ref["loss"]), atol=1e-5, rtol=1e-5)
   assert float(denom) == float(ref["denom"])
-  for name, got, want in (("grads", g, ref["grads"]), ("params", new_params, ref["params"]),
-                          ("opt_state", new_opt, ref["opt_state"])):
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want),
-                            strict=True):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5,
-                                 err_msg=f"{name}: {rules_lib.path_to_str(path)}")
+  for name, got, want in (
+    ("grads", g, ref["grads"]),
+    ("params", new_params, ref["params"]),
+    ("opt_state", new_opt, ref["opt_state"]),
+  ):
+    for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True
+    ):
+      np.testing.assert_allclose(
+        np.asarray(a),
+        np.asarray(b),
+        atol=1e-5,
+        rtol=1e-5,
+        err_msg=f"{name}: {rules_lib.path_to_str(path)}",
+      )
   # The layout survives the step: updated parameters and optimiser state keep their shardings.
   # Left to propagation, gradients need not (the embedding's scatter-add comes out replicated).
-  checks = [(new_params, param_sh), (new_opt, opt_sh)] + ([(g, param_sh)] if grads_keep_layout
-                                                          else [])
+  checks = [(new_params, param_sh), (new_opt, opt_sh)] + (
+    [(g, param_sh)] if grads_keep_layout else []
+  )
   for tree, shardings in checks:
-    for (path, a), s in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(shardings),
-                            strict=True):
+    for (path, a), s in zip(
+      jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(shardings), strict=True
+    ):
       assert a.sharding.is_equivalent_to(s, a.ndim), (rules_lib.path_to_str(path), a.sharding, s)
 
 
@@ -229,27 +293,32 @@ def test_sharded_step_equals_unsharded(setup, sizes):
   param_sh, opt_sh, x = _place(setup, mesh)
   fns, obj = setup["fns"], setup["objective"]
   g, loss, denom, _, _ = fns.grad(x["params"], x["seqs"], x["batch"], obj.init(), setup["key"])
-  assert all(a.sharding == s for a, s in zip(jax.tree.leaves(x["params"]),
-                                             jax.tree.leaves(param_sh), strict=True))
+  assert all(
+    a.sharding == s
+    for a, s in zip(jax.tree.leaves(x["params"]), jax.tree.leaves(param_sh), strict=True)
+  )
   q = x["params"]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
   fsdp, tensor = sizes[1], sizes[2]
   assert {s.data.shape for s in q.addressable_shards} == {(32 // fsdp, 32 // tensor)}
   new_params, new_opt, _, finite = fns.update(x["params"], x["opt_state"], g, denom)
   assert bool(finite)
-  _assert_step_matches(setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh,
-                       grads_keep_layout=False)
+  _assert_step_matches(
+    setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh, grads_keep_layout=False
+  )
 
 
 def test_sharded_steps_wrapper_pins_layout_and_donates(setup):
   mesh = _mesh((2, 2, 2))
   param_sh, opt_sh, x = _place(setup, mesh)
-  fns = parallel_steps.sharded_steps(setup["fns"], mesh=mesh, param_shardings=param_sh,
-                                     opt_shardings=opt_sh)
+  fns = parallel_steps.sharded_steps(
+    setup["fns"], mesh=mesh, param_shardings=param_sh, opt_shardings=opt_sh
+  )
   obj = setup["objective"]
   g, loss, denom, _, _ = fns.grad(x["params"], x["seqs"], x["batch"], obj.init(), setup["key"])
   new_params, new_opt, _, _ = fns.update(x["params"], x["opt_state"], g, denom)
-  _assert_step_matches(setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh,
-                       grads_keep_layout=True)
+  _assert_step_matches(
+    setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh, grads_keep_layout=True
+  )
   for a, s in zip(jax.tree.leaves(new_params), jax.tree.leaves(param_sh), strict=True):
     assert a.sharding == s  # pinned by out_shardings, not just equivalent
   assert all(a.is_deleted() for a in jax.tree.leaves(x["params"]))  # donated
@@ -267,20 +336,31 @@ def test_sharded_sampling_equals_unsharded(setup, temperature):
   graphdef, state = nnx.split(setup["model"])
   prompts = [[5, 17, 33, 9, 41], [60, 3, 8], [12, 14, 4, 7, 7, 30, 2], [1]]
   tokens, mask = sampler.pad_prompts(prompts, pad_id=0, bucket=8)
-  kw = dict(max_new_tokens=6, num_samples=2, params=methods.SamplingParams(temperature=temperature),
-            stop_ids=(), pad_id=0)
+  kw = dict(
+    max_new_tokens=6,
+    num_samples=2,
+    params=methods.SamplingParams(temperature=temperature),
+    stop_ids=(),
+    pad_id=0,
+  )
   key = jax.random.key(7)
   ref = sampler.generate_padded(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), key, **kw)
   mesh = _mesh((2, 2, 2))
   data = rules_lib.batch_sharding(mesh)
   out = sampler.generate_padded(
-    graphdef, rules_lib.shard_params(state, rules_lib.param_shardings(state, mesh)),
-    jax.device_put(jnp.asarray(tokens), data), jax.device_put(jnp.asarray(mask), data), key, **kw)
+    graphdef,
+    rules_lib.shard_params(state, rules_lib.param_shardings(state, mesh)),
+    jax.device_put(jnp.asarray(tokens), data),
+    jax.device_put(jnp.asarray(mask), data),
+    key,
+    **kw,
+  )
   assert len(out.tokens.sharding.device_set) == 8
   np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
   np.testing.assert_array_equal(np.asarray(out.mask), np.asarray(ref.mask))
-  np.testing.assert_allclose(np.asarray(out.policy_logprobs), np.asarray(ref.policy_logprobs),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out.policy_logprobs), np.asarray(ref.policy_logprobs), atol=1e-5
+  )
   if temperature == 0.0:
     assert len(set(np.asarray(ref.tokens).ravel().tolist())) > 1
 
@@ -290,11 +370,17 @@ def test_sharded_steps_lower_for_a_target_mesh_without_arrays(setup):
   mesh = _mesh((1, 4, 2))
   param_sh = rules_lib.param_shardings(setup["params"], mesh)
   opt_sh = rules_lib.param_shardings(setup["opt_state"], mesh)
-  fns = parallel_steps.sharded_steps(setup["fns"], mesh=mesh, param_shardings=param_sh,
-                                     opt_shardings=opt_sh)
+  fns = parallel_steps.sharded_steps(
+    setup["fns"], mesh=mesh, param_shardings=param_sh, opt_shardings=opt_sh
+  )
   abstract = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
   params, opt_state = abstract(setup["params"]), abstract(setup["opt_state"])
-  fns.grad.lower(params, abstract(setup["seqs"]), abstract(setup["batch"]),
-                 setup["objective"].init(), setup["key"])
+  fns.grad.lower(
+    params,
+    abstract(setup["seqs"]),
+    abstract(setup["batch"]),
+    setup["objective"].init(),
+    setup["key"],
+  )
   hlo = fns.update.lower(params, opt_state, params, jax.ShapeDtypeStruct((), jnp.float32)).as_text()
   assert "mhlo.sharding" in hlo or "sdy.sharding" in hlo

@@ -178,8 +178,7 @@ def test_block_scaled_gradients_with_several_blocks_along_the_free_axis():
   x = jnp.asarray(rs.randn(4, 256), jnp.float32)
   w = jnp.asarray(rs.randn(256, 128) * np.repeat([[1.0], [30.0]], 128, 0), jnp.float32)
   dy = jnp.asarray(rs.randn(4, 128), jnp.float32)
-  _, vjp = jax.vjp(lambda a, b: matmul.fp8_matmul(a, b, x_block=(1, 128), w_block=(128, 128)),
-                   x, w)
+  _, vjp = jax.vjp(lambda a, b: matmul.fp8_matmul(a, b, x_block=(1, 128), w_block=(128, 128)), x, w)
   dx, dw = vjp(dy)
   g = np.asarray(formats.dequantize(formats.quantize_fp8(dy, formats.FP8_E5M2)), np.float64)
   w_hat = np.asarray(formats.fake_quantize_fp8(w, formats.FP8_E4M3, (128, 128)), np.float64)

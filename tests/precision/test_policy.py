@@ -18,9 +18,18 @@ from grpojax.precision import policy
 from grpojax.rl import sequences, steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CFG = models.ModelConfig(model_type="qwen2", vocab_size=61, hidden_size=32, intermediate_size=64,
-                         num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                         attention_bias=True, tie_word_embeddings=False)
+CFG = models.ModelConfig(
+  model_type="qwen2",
+  vocab_size=61,
+  hidden_size=32,
+  intermediate_size=64,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  attention_bias=True,
+  tie_word_embeddings=False,
+)
 P, G, TP, N = 2, 3, 5, 6
 ONE_DEVICE = layout_lib.Layout(mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
 
@@ -37,17 +46,28 @@ def _sample(model, key=0):
   rs = np.random.RandomState(1)
   prompts = jnp.asarray(rs.randint(3, 61, (P, TP)), jnp.int32)
   mask = jnp.ones_like(prompts).at[0, :2].set(0)  # a left-padded prompt too
-  comp = sampling.generate_padded(graphdef, state, prompts, mask, jax.random.key(key),
-                                  max_new_tokens=N, num_samples=G,
-                                  params=sampling.SamplingParams(temperature=1.0),
-                                  stop_ids=(), pad_id=0)
+  comp = sampling.generate_padded(
+    graphdef,
+    state,
+    prompts,
+    mask,
+    jax.random.key(key),
+    max_new_tokens=N,
+    num_samples=G,
+    params=sampling.SamplingParams(temperature=1.0),
+    stop_ids=(),
+    pad_id=0,
+  )
   return sequences.from_completions(comp), comp.policy_logprobs
 
 
 def _trainer_logprobs(model, seqs):
   graphdef, state = nnx.split(model)
-  out = jax.jit(lambda s, q: sequences.split_and_score(graphdef, s, q, compute_entropy=False,
-                                                       seq_chunk=64, vocab_chunk=None))(state, seqs)
+  out = jax.jit(
+    lambda s, q: sequences.split_and_score(
+      graphdef, s, q, compute_entropy=False, seq_chunk=64, vocab_chunk=None
+    )
+  )(state, seqs)
   return out.logprobs
 
 
@@ -79,9 +99,16 @@ def test_lora_training_leaves_the_quantised_base_bitwise_unchanged(fmt):
   obj_config = objectives.default_config("grpo")
   obj_config.kl.coef = 0.0
   optimizer = optax.adam(1e-2)
-  fns = steps.build(graphdef, objectives.make(obj_config), optimizer, temperature=1.0,
-                    compute_entropy=False, seq_chunk=64, vocab_chunk=None,
-                    trainable=nnx.LoRAParam)
+  fns = steps.build(
+    graphdef,
+    objectives.make(obj_config),
+    optimizer,
+    temperature=1.0,
+    compute_entropy=False,
+    seq_chunk=64,
+    vocab_chunk=None,
+    trainable=nnx.LoRAParam,
+  )
   seqs, _ = _sample(model)
   trainable, frozen = steps.split_trainable(params, nnx.LoRAParam)
   assert {p[-1] for p, _ in nnx.to_flat_state(trainable)} == {"lora_a", "lora_b"}
@@ -92,8 +119,9 @@ def test_lora_training_leaves_the_quantised_base_bitwise_unchanged(fmt):
     params, opt_state, _, finite = fns.update(params, opt_state, g, count)
     assert bool(finite)
   changed = {}
-  for (path, old), (_, new) in zip(nnx.to_flat_state(before), nnx.to_flat_state(params),
-                                   strict=True):
+  for (path, old), (_, new) in zip(
+    nnx.to_flat_state(before), nnx.to_flat_state(params), strict=True
+  ):
     same = np.asarray(old.get_value()).tobytes() == np.asarray(new.get_value()).tobytes()
     changed[path] = not same
   for path, moved in changed.items():
@@ -113,8 +141,9 @@ def test_merged_export_has_the_adapted_models_logits(tmp_path):
   adapted = np.asarray(nnx.jit(lambda m, x: m(x).logits)(model, ids))
   models.save_pretrained(policy.merged_model(model), str(tmp_path / "merged"))
   reloaded = models.from_pretrained(str(tmp_path / "merged"))
-  assert all(d.kernel is not None and d.lora_a is None
-             for _, d in policy.layer_projections(reloaded))
+  assert all(
+    d.kernel is not None and d.lora_a is None for _, d in policy.layer_projections(reloaded)
+  )
   exported = np.asarray(nnx.jit(lambda m, x: m(x).logits)(reloaded, ids))
   np.testing.assert_allclose(exported, adapted, atol=2e-5)
   # Without the adapter the logits differ: the merge really carries the update.
@@ -131,13 +160,20 @@ def test_aqn_noise_goes_to_the_rollout_copy_only():
     config.precision.aqn.enabled = True
     config.train.steps = 10  # 10 stages of one step: step 0 clean, step 1 sigma_start
   graphdef, params = nnx.split(_model())
-  state = train.TrainState(step=None, params=params, opt_state=None, objective_state=None,
-                           ref_params=None, data_position=None)
+  state = train.TrainState(
+    step=None,
+    params=params,
+    opt_state=None,
+    objective_state=None,
+    ref_params=None,
+    data_position=None,
+  )
   _, copier = train.rollout_copier(_model(), ONE_DEVICE)
   clean = train._rollout_params(config, state, copier, 0, jax.random.key(0))
   noisy = train._rollout_params(config, state, copier, 1, jax.random.key(0))
-  for (path, p), (_, c), (_, n) in zip(nnx.to_flat_state(params), nnx.to_flat_state(clean),
-                                       nnx.to_flat_state(noisy), strict=True):
+  for (path, p), (_, c), (_, n) in zip(
+    nnx.to_flat_state(params), nnx.to_flat_state(clean), nnx.to_flat_state(noisy), strict=True
+  ):
     # Stage 0 is clean.
     np.testing.assert_array_equal(np.asarray(c.get_value()), np.asarray(p.get_value()))
     diff = np.asarray(n.get_value()) - np.asarray(p.get_value())
@@ -153,13 +189,16 @@ def test_mismatch_metrics_against_numpy():
   rs = np.random.RandomState(0)
   trainer, sampler = rs.randn(4, 5) * 0.3, rs.randn(4, 5) * 0.3
   mask = (rs.rand(4, 5) > 0.3).astype(np.float32)
-  got = train.mismatch_metrics(jnp.asarray(trainer, jnp.float32),
-                               jnp.asarray(sampler, jnp.float32), jnp.asarray(mask), tis_cap=1.5)
+  got = train.mismatch_metrics(
+    jnp.asarray(trainer, jnp.float32),
+    jnp.asarray(sampler, jnp.float32),
+    jnp.asarray(mask),
+    tis_cap=1.5,
+  )
   d = (trainer - sampler)[mask > 0]
   np.testing.assert_allclose(got["mismatch/abs_logprob"], np.abs(d).mean(), rtol=1e-5)
   np.testing.assert_allclose(got["mismatch/k3_kl"], (np.exp(d) - 1 - d).mean(), rtol=1e-4)
-  np.testing.assert_allclose(got["mismatch/beyond_tis_frac"],
-                             (np.abs(d) > np.log(1.5)).mean())
+  np.testing.assert_allclose(got["mismatch/beyond_tis_frac"], (np.abs(d) > np.log(1.5)).mean())
 
 
 def test_bf16_rollout_copy_samples_bit_identically_at_half_the_memory():
@@ -172,11 +211,15 @@ def test_bf16_rollout_copy_samples_bit_identically_at_half_the_memory():
   key = jax.random.key(4)
   rs = np.random.RandomState(1)
   prompts = jnp.asarray(rs.randint(3, 61, (P, TP)), jnp.int32)
-  kw = dict(max_new_tokens=N, num_samples=G, params=sampling.SamplingParams(temperature=1.0),
-            stop_ids=(), pad_id=0)
+  kw = dict(
+    max_new_tokens=N,
+    num_samples=G,
+    params=sampling.SamplingParams(temperature=1.0),
+    stop_ids=(),
+    pad_id=0,
+  )
   a = sampling.generate_padded(graphdef, params, prompts, jnp.ones_like(prompts), key, **kw)
-  b = sampling.generate_padded(sample_graphdef, copy, prompts, jnp.ones_like(prompts), key,
-                               **kw)
+  b = sampling.generate_padded(sample_graphdef, copy, prompts, jnp.ones_like(prompts), key, **kw)
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   np.testing.assert_array_equal(np.asarray(a.sampling_logprobs), np.asarray(b.sampling_logprobs))
   policy.set_lm_head_f32(model, True)  # a float32 head needs the full-precision copy
@@ -196,11 +239,18 @@ def test_prequantised_fp8_rollout_copy_samples_bit_identically(matmul):
   assert "float8_e4m3fn" in kinds and "float32" in kinds  # codes; scales
   rs = np.random.RandomState(1)
   prompts = jnp.asarray(rs.randint(3, 61, (P, TP)), jnp.int32)
-  kw = dict(max_new_tokens=N, num_samples=G, params=sampling.SamplingParams(temperature=1.0),
-            stop_ids=(), pad_id=0)
-  a = sampling.generate_padded(graphdef, params, prompts, jnp.ones_like(prompts),
-                               jax.random.key(2), **kw)
-  b = sampling.generate_padded(sample_graphdef, copy, prompts, jnp.ones_like(prompts),
-                               jax.random.key(2), **kw)
+  kw = dict(
+    max_new_tokens=N,
+    num_samples=G,
+    params=sampling.SamplingParams(temperature=1.0),
+    stop_ids=(),
+    pad_id=0,
+  )
+  a = sampling.generate_padded(
+    graphdef, params, prompts, jnp.ones_like(prompts), jax.random.key(2), **kw
+  )
+  b = sampling.generate_padded(
+    sample_graphdef, copy, prompts, jnp.ones_like(prompts), jax.random.key(2), **kw
+  )
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   np.testing.assert_array_equal(np.asarray(a.sampling_logprobs), np.asarray(b.sampling_logprobs))

@@ -8,8 +8,9 @@ import pytest
 from grpojax.rl import evaluation
 
 
-@pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 3, 8), (5, 4, 2),
-                                     (6, 6, 3)])
+@pytest.mark.parametrize(
+  "n, c, k", [(8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 3, 8), (5, 4, 2), (6, 6, 3)]
+)
 def test_pass_at_k_equals_subset_enumeration(n, c, k):
   samples = [1] * c + [0] * (n - c)
   subsets = list(itertools.combinations(range(n), k))

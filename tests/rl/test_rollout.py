@@ -58,8 +58,9 @@ def fake_run():
 def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
   config = _config(dynamic=True)
   graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
-                                        jax.random.key(0))
+  ro, position = rollout.sample_groups(
+    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(0)
+  )
   p, g = 4, config.rollout.samples_per_prompt
   assert ro.seqs.tokens.shape[0] == p * g  # shape never changes
   rewards_pg = ro.rewards.reshape(p, g)
@@ -78,8 +79,9 @@ def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
 def test_without_dynamic_sampling_one_batch_in_order(fake_run):
   config = _config(dynamic=False)
   graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
-                                        jax.random.key(0))
+  ro, position = rollout.sample_groups(
+    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(0)
+  )
   assert position == 4 and ro.metrics["rollout/generation_batches"] == 1
   decided = ro.rewards.reshape(4, -1)[[0, 2]]
   assert (decided == 1.0).all()  # prompts 0 and 2 kept in place, uninformative
@@ -99,16 +101,24 @@ def test_rollout_split_over_eight_devices_equals_one_device(fake_run, dynamic):
   config = _config(dynamic=dynamic)
   graphdef, params = nnx.split(fake_run.model, nnx.Param)
   eight = layout_lib.Layout(mesh_lib.make_mesh({"data": 4, "fsdp": 2}))
-  one, pos1 = rollout.sample_groups(fake_run, ONE_DEVICE, graphdef, params, config, 0,
-                                    jax.random.key(3))
-  many, pos8 = rollout.sample_groups(fake_run, eight, graphdef,
-                                     jax.device_put(params, eight.sample_shardings(params)),
-                                     config, 0, jax.random.key(3))
+  one, pos1 = rollout.sample_groups(
+    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(3)
+  )
+  many, pos8 = rollout.sample_groups(
+    fake_run,
+    eight,
+    graphdef,
+    jax.device_put(params, eight.sample_shardings(params)),
+    config,
+    0,
+    jax.random.key(3),
+  )
   assert pos1 == pos8
   assert many.seqs.tokens.sharding.spec[0] == ("data", "fsdp")
   np.testing.assert_array_equal(one.rewards, many.rewards)
   for a, b in zip(jax.tree.leaves(one.seqs), jax.tree.leaves(many.seqs), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  np.testing.assert_allclose(np.asarray(one.sampler_logprobs),
-                             np.asarray(many.sampler_logprobs), atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(one.sampler_logprobs), np.asarray(many.sampler_logprobs), atol=1e-5
+  )
   assert one.metrics == many.metrics

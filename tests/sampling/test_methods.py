@@ -43,18 +43,22 @@ def _reference_probs(params: methods.SamplingParams) -> np.ndarray:
   return p / p.sum()
 
 
-@pytest.mark.parametrize("params", [
-  methods.SamplingParams(temperature=1.0),
-  methods.SamplingParams(temperature=0.7),
-  methods.SamplingParams(temperature=1.0, top_k=4),
-  methods.SamplingParams(temperature=1.0, top_p=0.7),
-  methods.SamplingParams(temperature=2.0, min_p=0.3),
-])
+@pytest.mark.parametrize(
+  "params",
+  [
+    methods.SamplingParams(temperature=1.0),
+    methods.SamplingParams(temperature=0.7),
+    methods.SamplingParams(temperature=1.0, top_k=4),
+    methods.SamplingParams(temperature=1.0, top_p=0.7),
+    methods.SamplingParams(temperature=2.0, min_p=0.3),
+  ],
+)
 def test_samples_follow_the_distribution(params):
   draws = 20_000
   logits = jnp.broadcast_to(jnp.asarray(LOGITS, jnp.float32), (draws, LOGITS.size))
   tokens, samp_lp, pol_lp = jax.jit(methods.sample_token, static_argnums=2)(
-    logits, jax.random.key(0), params)
+    logits, jax.random.key(0), params
+  )
   probs = _reference_probs(params)
   counts = np.bincount(np.asarray(tokens), minlength=LOGITS.size)
   stat, dof = _chi_square(counts, probs)
@@ -68,7 +72,8 @@ def test_samples_follow_the_distribution(params):
 
 def test_greedy_is_argmax_with_zero_sampling_logprob():
   logits = jnp.asarray(np.random.RandomState(0).randn(6, 11), jnp.float32)
-  tokens, samp_lp, _ = methods.sample_token(logits, jax.random.key(0),
-                                            methods.SamplingParams(temperature=0.0))
+  tokens, samp_lp, _ = methods.sample_token(
+    logits, jax.random.key(0), methods.SamplingParams(temperature=0.0)
+  )
   np.testing.assert_array_equal(np.asarray(tokens), np.argmax(np.asarray(logits), -1))
   assert np.all(np.asarray(samp_lp) == 0)

@@ -8,7 +8,6 @@ from flax import nnx
 
 from grpojax import models, sampling
 from grpojax.models import transformer
-from tests import hf_reference
 
 EOS = 2
 PROMPTS = [[5, 17, 33, 9, 41], [60, 3, 8, 12, 90, 11, 45, 23, 7], [70, 14, 4]]
@@ -25,11 +24,13 @@ def test_greedy_equals_transformers_generate(hf_checkpoint, family):
   torch = pytest.importorskip("torch", reason="needs the `reference` extra")
   hf_model, path = hf_checkpoint(family)
   model = models.from_pretrained(path)
-  out = sampling.generate(model, PROMPTS, key=jax.random.key(0), max_new_tokens=16,
-                          temperature=0.0, eos_ids=[EOS])
+  out = sampling.generate(
+    model, PROMPTS, key=jax.random.key(0), max_new_tokens=16, temperature=0.0, eos_ids=[EOS]
+  )
   for i, prompt in enumerate(PROMPTS):
-    ref = hf_model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
-                            eos_token_id=EOS, pad_token_id=0)[0, len(prompt):].numpy()
+    ref = hf_model.generate(
+      torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=EOS, pad_token_id=0
+    )[0, len(prompt) :].numpy()
     n = int(out.mask[i].sum())
     np.testing.assert_array_equal(np.asarray(out.tokens[i, :n]), ref, err_msg=f"prompt {i}")
     assert bool(out.finished[i]) == (ref[-1] == EOS)
@@ -38,24 +39,31 @@ def test_greedy_equals_transformers_generate(hf_checkpoint, family):
 
 @nnx.jit
 def _teacher_forced_logits(model, tokens, mask):
-  return model(tokens, positions_bt=transformer.positions_from_mask(mask),
-               attn_mask_bts=transformer.causal_padding_mask(mask)).logits
+  return model(
+    tokens,
+    positions_bt=transformer.positions_from_mask(mask),
+    attn_mask_bts=transformer.causal_padding_mask(mask),
+  ).logits
 
 
-@pytest.mark.parametrize("method", [
-  dict(temperature=1.0),
-  dict(temperature=0.7, top_k=5),
-  dict(temperature=1.3, top_p=0.8, min_p=0.05),
-])
+@pytest.mark.parametrize(
+  "method",
+  [
+    dict(temperature=1.0),
+    dict(temperature=0.7, top_k=5),
+    dict(temperature=1.3, top_p=0.8, min_p=0.05),
+  ],
+)
 def test_logprobs_equal_a_teacher_forced_forward(qwen2, method):
   _, model = qwen2
-  out = sampling.generate(model, PROMPTS, key=jax.random.key(1), max_new_tokens=12,
-                          num_samples=3, eos_ids=[EOS], **method)
+  out = sampling.generate(
+    model, PROMPTS, key=jax.random.key(1), max_new_tokens=12, num_samples=3, eos_ids=[EOS], **method
+  )
   tokens = jnp.concatenate([out.prompt_tokens, out.tokens], axis=1)
   mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
   logits = _teacher_forced_logits(model, tokens, mask)
   tp = out.prompt_tokens.shape[1]
-  step_logits = logits[:, tp - 1:-1]  # logits at position t predict token t + 1
+  step_logits = logits[:, tp - 1 : -1]  # logits at position t predict token t + 1
   b, n, v = step_logits.shape
   policy = jnp.take_along_axis(jax.nn.log_softmax(step_logits, -1), out.tokens[..., None], -1)
   params = sampling.SamplingParams(**method)
@@ -63,24 +71,33 @@ def test_logprobs_equal_a_teacher_forced_forward(qwen2, method):
   sampled = jnp.take_along_axis(jax.nn.log_softmax(processed, -1), out.tokens[..., None], -1)
   m = np.asarray(out.mask, bool)
   assert m.sum() > 40
-  np.testing.assert_allclose(np.asarray(out.policy_logprobs)[m], np.asarray(policy[..., 0])[m],
-                             atol=1e-5)
-  np.testing.assert_allclose(np.asarray(out.sampling_logprobs)[m],
-                             np.asarray(sampled[..., 0])[m], atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out.policy_logprobs)[m], np.asarray(policy[..., 0])[m], atol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(out.sampling_logprobs)[m], np.asarray(sampled[..., 0])[m], atol=1e-5
+  )
   assert np.all(np.asarray(out.sampling_logprobs)[~m] == 0)
 
 
 def test_groups_are_contiguous_and_stop_tokens_end_rows(qwen2):
   _, model = qwen2
-  out = sampling.generate(model, PROMPTS, key=jax.random.key(2), max_new_tokens=12,
-                          num_samples=4, temperature=0.0, eos_ids=[EOS])
+  out = sampling.generate(
+    model,
+    PROMPTS,
+    key=jax.random.key(2),
+    max_new_tokens=12,
+    num_samples=4,
+    temperature=0.0,
+    eos_ids=[EOS],
+  )
   tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
   assert tokens.shape == (12, 12)
   for p in range(3):
     rows = slice(4 * p, 4 * p + 4)
     assert (np.asarray(out.prompt_tokens)[rows] == np.asarray(out.prompt_tokens)[4 * p]).all()
     assert (tokens[rows] == tokens[4 * p]).all()  # greedy: one answer per prompt
-  for row, msk, fin in zip(tokens, mask, np.asarray(out.finished)):
+  for row, msk, fin in zip(tokens, mask, np.asarray(out.finished), strict=True):
     n = int(msk.sum())
     assert (msk[:n] == 1).all() and (msk[n:] == 0).all()
     if fin:
@@ -91,16 +108,19 @@ def test_groups_are_contiguous_and_stop_tokens_end_rows(qwen2):
 
 def test_stop_ids_and_top_k_one(qwen2):
   _, model = qwen2
-  greedy = sampling.generate(model, PROMPTS, key=jax.random.key(0), max_new_tokens=10,
-                             temperature=0.0)
-  top1 = sampling.generate(model, PROMPTS, key=jax.random.key(9), max_new_tokens=10,
-                           temperature=1.0, top_k=1)
+  greedy = sampling.generate(
+    model, PROMPTS, key=jax.random.key(0), max_new_tokens=10, temperature=0.0
+  )
+  top1 = sampling.generate(
+    model, PROMPTS, key=jax.random.key(9), max_new_tokens=10, temperature=1.0, top_k=1
+  )
   np.testing.assert_array_equal(np.asarray(greedy.tokens), np.asarray(top1.tokens))
   assert np.all(np.asarray(top1.sampling_logprobs) == 0)  # a point mass
   # Stop at the third token of the first row's greedy answer.
   stop = int(greedy.tokens[0, 2])
-  stopped = sampling.generate(model, PROMPTS, key=jax.random.key(0), max_new_tokens=10,
-                              temperature=0.0, stop_ids=[stop])
+  stopped = sampling.generate(
+    model, PROMPTS, key=jax.random.key(0), max_new_tokens=10, temperature=0.0, stop_ids=[stop]
+  )
   first = np.asarray(greedy.tokens[0]).tolist()
   assert int(stopped.mask[0].sum()) == first.index(stop) + 1
 
@@ -119,16 +139,19 @@ def test_deterministic_from_key_and_no_recompile_for_new_prompts(qwen2):
   assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
 
 
-@pytest.mark.parametrize("kwargs, culprit", [
-  (dict(top_p=0.0), "top_p"),
-  (dict(top_p=1.5), "top_p"),
-  (dict(temperature=-0.5), "temperature"),
-  (dict(max_new_tokens=0), "max_new_tokens"),
-  (dict(num_samples=0), "num_samples"),
-  (dict(top_k=0), "top_k"),
-  (dict(min_p=1.0), "min_p"),
-  (dict(eos_ids=[500]), "vocabulary"),
-])
+@pytest.mark.parametrize(
+  "kwargs, culprit",
+  [
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(temperature=-0.5), "temperature"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(num_samples=0), "num_samples"),
+    (dict(top_k=0), "top_k"),
+    (dict(min_p=1.0), "min_p"),
+    (dict(eos_ids=[500]), "vocabulary"),
+  ],
+)
 def test_bad_arguments_are_named(qwen2, kwargs, culprit):
   _, model = qwen2
   args = dict(key=jax.random.key(0), max_new_tokens=4) | kwargs
