@@ -56,10 +56,21 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       min_p=0.0,
     )
   )
+  # The loss: a recipe and its keyword arguments (grpojax.objectives.recipes), plus an optional
+  # correction for the sampler-trainer mismatch (`correction.name`: none | tis | mis | opsm).
   c.objective = objectives.default_config(recipe)
-  # Length shaping budgets are in tokens of this task, not the papers' 20k-token answers.
-  c.objective.overlong.max_len = c.rollout.max_new_tokens
-  c.objective.overlong.cache = 2
+  # DAPO's dynamic sampling: keep groups whose rewards differ, generating up to
+  # `max_generation_batches` batches of prompts per step to fill the batch with them.
+  c.rollout.refill = ml_collections.ConfigDict(dict(enabled=False, max_generation_batches=10))
+  # Reward shaping. DAPO's overlong penalty, with budgets in tokens of this task (the paper's are
+  # for 20k-token answers): R += min(-(|y| - (max_len - cache)) / cache, 0) * penalty_factor.
+  c.reward = ml_collections.ConfigDict(
+    dict(
+      overlong=ml_collections.ConfigDict(
+        dict(enabled=False, max_len=c.rollout.max_new_tokens, cache=2, penalty_factor=1.0)
+      )
+    )
+  )
   c.optim = ml_collections.ConfigDict(
     dict(
       learning_rate=1.5e-4,
@@ -70,6 +81,8 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       b2=0.98,
       weight_decay=0.0,
       grad_clip=1.0,
+      # Heads (value, log Z, temperature) train at this rate; 0 = the policy's learning_rate.
+      head_learning_rate=0.0,
     )
   )
   # Supervised steps on reference solutions before RL (0 for a pretrained checkpoint).

@@ -34,8 +34,8 @@ def get_config(arg: str | None = None):
       temperature=1.0,
     )
   )
-  config.objective.overlong.max_len = 512
-  config.objective.overlong.cache = 128
+  config.reward.overlong.max_len = 512
+  config.reward.overlong.cache = 128
   config.optim.update(
     dict(learning_rate=1e-6, warmup_steps=10, schedule="constant", weight_decay=0.01)
   )

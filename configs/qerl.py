@@ -28,5 +28,6 @@ def get_config(arg: str | None = None):
   config.precision.lora.alpha = 16.0
   config.precision.aqn.enabled = True
   config.optim.learning_rate = 2e-3
-  config.objective.overlong.enabled = False  # answers here are a few tokens long
+  config.rollout.refill.enabled = True  # DAPO's dynamic sampling; no overlong shaping (answers
+  # here are a few tokens long)
   return common.finish(config, arg)

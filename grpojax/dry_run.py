@@ -1,61 +1,54 @@
-"""Compile-only dry run: lowers and compiles a run's step functions without any weights or data.
+"""Compile-only dry run: lowers and compiles a run's functions without any weights or data.
 
   python -m grpojax.dry_run --config=configs/default.py
   python -m grpojax.dry_run --config=configs/default.py:local --config.model.num_layers=2
   python -m grpojax.dry_run --config=configs/default.py --config.mesh.data=1 --config.mesh.fsdp=-1
 
-The policy is built abstractly (`nnx.eval_shape`) from the config's `model.*` shape fields, or
-from `model.checkpoint`'s `config.json` alone (no safetensors are read), so a 70B policy's step
-functions compile on a laptop-sized host as long as XLA can compile them. Every input is a
-`jax.ShapeDtypeStruct` of the configured shapes:
+It compiles exactly what the trainer runs: `train.build(config, mesh, abstract=True)` builds the
+policy with shapes only (`nnx.eval_shape`, or `model.checkpoint`'s `config.json` alone, no
+safetensors read) and returns the trainer's jitted functions with their shardings, which are
+lowered here on `jax.ShapeDtypeStruct` inputs of the configured shapes:
 
-  sampler  `sampling.generate_padded` on [P, Tp] prompts, P x G rows of Tp + N tokens
-  score    `steps.build(...).score`, the old-policy log-prob forward on [M, Tp + N] rows
-  grad     `steps.build(...).grad`, one micro-batch's loss gradient on [M, Tp + N] rows
-  update   `steps.build(...).update`, clipping + AdamW on the parameter pytree
+  prefill     the sampler's prefill of P prompts of Tp tokens into G rows each
+  decode      the sampler's decode loop (state donated)
+  update      the one RL update: scoring, advantages, epochs x minibatches of micro-batch
+              gradients (`train.microbatch_rows` rows each), clipping + AdamW (state donated)
+  sft_update  the warm-start update (only when `warm_start.steps` > 0)
 
 with P = rollout.prompts_per_step, G = rollout.samples_per_prompt, Tp = rollout.max_prompt_len,
-N = rollout.max_new_tokens and M = train.microbatch_rows (what the trainer feeds `grad`).
+N = rollout.max_new_tokens. A 70B policy's functions compile on a laptop-sized host as long as
+XLA can compile them.
 
-Sharding. The executables are compiled for a mesh: `config.mesh` over `jax.devices()`, or the
-`mesh` argument. score, grad and update take the training layout (`parallel.rules.DEFAULT_RULES`:
-FSDP over "fsdp", tensor parallelism over "tensor") through `parallel.steps.sharded_steps`, which
-pins in/out shardings and donates the parameters and optimiser state to `update`; the sampler
-takes the sampling layout (`SAMPLE_RULES`: tensor parallel only, parameters whole on every data
-and fsdp device). Batches (prompts, rows, loss inputs) are split over the batch axes
-data x fsdp, so P, P·G and M must be divisible by data·fsdp; a mesh that does not divide them
-is refused with a ValueError before anything compiles. For a mesh larger than the host, fake
-devices do: `XLA_FLAGS=--xla_force_host_platform_device_count=32` (see experiments/scaling.py).
+Sharding. The functions are compiled for `config.mesh` over `jax.devices()`, or the `mesh`
+argument: parameters and optimiser state in the training layout (`parallel.rules.DEFAULT_RULES`:
+FSDP over "fsdp", tensor parallelism over "tensor"), the sampler in the sampling layout
+(`SAMPLE_RULES`: parameters whole on every data and fsdp device), batches split over data x fsdp.
+A mesh that does not divide the batches is refused before anything compiles. For a mesh larger
+than the host, fake devices do: `XLA_FLAGS=--xla_force_host_platform_device_count=32`.
 
 Memory. Each executable reports `compiled.memory_analysis()`: argument, output, temp, alias and
-generated-code bytes. For a sharded executable these are PER DEVICE (the SPMD program of one
-device): with fsdp=8 the update step's argument bytes are about 1/8 of the single-device ones
-(tests/test_dry_run.py checks this). `peak_bytes` = argument + output + temp - alias is one
-executable's high-water mark while it runs. Arrays also live BETWEEN executables, so the result
-adds a per-device `resident` estimate, computed from the shardings rather than from XLA:
+generated-code bytes, PER DEVICE (the SPMD program of one device). `peak_bytes` = argument +
+output + temp - alias is one executable's high-water mark while it runs. Arrays also live
+BETWEEN executables, so the result adds a per-device `resident` estimate, computed from the
+shardings rather than from XLA:
 
-  params       training parameters (training layout)
-  opt_state    optimiser state (training layout; AdamW: two moments of the parameters)
-  grad_accum   the gradient sum over a minibatch's micro-batches (training layout)
-  ref_params   frozen reference policy, only when objective.kl.coef > 0 (training layout)
-  sampler_params  the sampler's copy of the parameters, only when its layout differs from
-               the training layout (fsdp > 1) or it is stored in a narrower compute dtype
-               (bf16 compute: `precision.policy.rollout_copy_dtype`); otherwise the sampler
-               reads `params`
+  params          training parameters (training layout)
+  opt_state       optimiser state (training layout; AdamW: two moments of the parameters)
+  ref_params      frozen reference policy, only when the objective reads it (training layout)
+  sampler_params  the sampler's copy of the parameters, only when its layout differs from the
+                  training layout (fsdp > 1) or it is stored in a narrower compute dtype
 
-and, per executable, `transient_bytes` = peak minus the resident arrays among its arguments.
+(the gradient sum of the micro-batches lives inside `update`, in its temp bytes), and, per
+executable, `transient_bytes` = peak minus the resident arrays among its arguments.
 `step_peak_bytes` = resident total + the largest transient is the per-device estimate of a whole
-RL step. It is conservative (grad_accum does not exist during sampling) and ignores the
-allocator's fragmentation.
+RL step; it ignores the allocator's fragmentation.
 
 Caveats. XLA:CPU's buffer assignment, fusion and layouts differ from TPU's and GPU's, so temp
-bytes (attention scores, activations, the sampler's loop buffers) are indicative only; argument
-and resident bytes follow from shapes and shardings and carry over. The CPU backend reports 0
-bytes of generated code, and XLA counts a `while_loop` body once, so the sampler's flops are the
-prefill plus ONE decode step, not `max_new_tokens` of them.
+bytes are indicative only; argument and resident bytes follow from shapes and shardings and carry
+over. The CPU backend reports 0 bytes of generated code, and XLA counts a `while_loop` or `scan`
+body once, so flops are those of one decode step and one micro-batch.
 """
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -67,13 +60,9 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from grpojax import models, objectives, sampling, train
-from grpojax.models import hf_checkpoint
+from grpojax import train, types
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.parallel import rules as rules_lib
-from grpojax.parallel import steps as parallel_steps
-from grpojax.precision import policy as precision_policy
-from grpojax.rl import sequences, setup, steps
+from grpojax.rl import step
 
 _MEMORY_FIELDS = (
   ("argument", "argument_size_in_bytes"),
@@ -83,37 +72,18 @@ _MEMORY_FIELDS = (
   ("alias", "alias_size_in_bytes"),
 )
 
+EXECUTABLES = ("prefill", "decode", "update", "sft_update")
 # Which resident arrays (see the module docstring) each executable takes as arguments.
 _RESIDENT_ARGS = {
-  "sampler": ("sampler_params",),
-  "score": ("params",),
-  "grad": ("params",),
-  "update": ("params", "opt_state", "grad_accum"),
+  "prefill": ("sampler_params",),
+  "decode": ("sampler_params",),
+  "update": ("params", "opt_state", "ref_params"),
+  "sft_update": ("params", "opt_state", "ref_params"),
 }
 
 
-def abstract_policy(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
-  """The configured policy with shapes and dtypes only: no parameter is allocated or read.
-
-  Args:
-    config: a run config; `model.checkpoint` set means its `config.json` gives the shape.
-    tokenizer: gives the vocabulary size (and special ids) of a random policy.
-
-  Returns:
-    An abstract `models.Decoder` (its variables hold `jax.ShapeDtypeStruct`s).
-  """
-  m = config.model
-  if m.checkpoint:
-    cfg = models.load_config(m.checkpoint)
-    model = hf_checkpoint.abstract_model(cfg, dtype=setup._DTYPES[m.dtype])
-    model.remat = m.remat  # as `setup.build_model` does for a loaded checkpoint
-    return model
-  # The same constructor the trainer uses, traced abstractly.
-  return nnx.eval_shape(lambda: setup.build_model(config, tokenizer))
-
-
-def _sds(shape: Sequence[int], dtype) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
+def _sds(shape: Sequence[int], dtype, sharding=None) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
 
 
 def _report(compiled) -> dict[str, float]:
@@ -154,68 +124,29 @@ def per_device_bytes(tree, shardings) -> int:
   return int(sum(jax.tree.leaves(sizes)))
 
 
-def batch_shards(mesh: jax.sharding.Mesh) -> int:
-  """How many ways batches are split: the product of the mesh axes of logical axis "batch"."""
-  spec = rules_lib.batch_sharding(mesh).spec
-  if not spec or spec[0] is None:
-    return 1
-  axes = (spec[0],) if isinstance(spec[0], str) else tuple(spec[0])
-  return math.prod(mesh.shape[a] for a in axes)
-
-
-def check_batch_divides(
-  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, label: str = "config.mesh"
-) -> None:
-  """Raises a ValueError unless the mesh's batch axes divide every batch the run shards.
-
-  The sampler splits its P prompts, the trainer its P·G rollout rows and M micro-batch rows, all
-  over data x fsdp; jax would otherwise fail deep inside lowering with a shape error.
-  """
-  shards = batch_shards(mesh)
-  ro, tr = config.rollout, config.train
-  sizes = {
-    "rollout.prompts_per_step": ro.prompts_per_step,
-    "rollout.prompts_per_step * rollout.samples_per_prompt": ro.prompts_per_step
-    * ro.samples_per_prompt,
-    "train.microbatch_rows": tr.microbatch_rows,
-  }
-  bad = {name: n for name, n in sizes.items() if n % shards}
-  if bad:
-    listed = ", ".join(f"{name} = {n}" for name, n in bad.items())
-    raise ValueError(
-      f"{label} {dict(mesh.shape)} splits batches {shards} ways (data x fsdp), which does not "
-      f"divide {listed}; make them multiples of {shards} or move devices to the tensor axis"
-    )
-
-
-EXECUTABLES = ("sampler", "score", "grad", "update")
-
-
 def compile_only(
   config: ml_collections.ConfigDict,
   mesh: jax.sharding.Mesh | None = None,
   *,
   executables: Sequence[str] = EXECUTABLES,
-  constrain_activations: bool = True,
+  pin_activations: bool = True,
 ) -> dict[str, dict[str, Any]]:
-  """Lowers and compiles the sampler and the RL step functions of `config` for a mesh.
+  """Lowers and compiles the trainer's functions of `config` for a mesh (`train.build`).
 
   Args:
     config: a run config (as `grpojax.main` takes it); validated first.
     mesh: the device mesh to compile for, with axes among data, fsdp, tensor; default
       `config.mesh` over `jax.devices()`.
-    executables: which of `EXECUTABLES` to compile (e.g. only "grad" when comparing remat
-      policies, which change nothing else); `step_peak_bytes` then covers these only.
-    constrain_activations: pin each layer's output rows to the batch sharding, as the trainer
-      does (`Decoder.activation_sharding`); False compiles what XLA propagates on its own.
+    executables: which of `EXECUTABLES` to compile; `step_peak_bytes` then covers these only.
+    pin_activations: pin each layer's output rows to the batch sharding, as the trainer does;
+      False compiles what XLA propagates on its own.
 
   Returns:
-    executable name ("sampler", "score", "grad", "update") -> {"argument_bytes",
-    "output_bytes", "temp_bytes", "code_bytes", "alias_bytes", "peak_bytes", "transient_bytes",
-    "flops"}, bytes per device (a field is missing where the backend does not report it);
-    "resident" -> per-device bytes of the arrays held across steps (see the module docstring)
-    and their "total"; "step_peak_bytes" -> {"bytes": resident total + largest transient,
-    "executable": which one}; "mesh" -> axis sizes; "shapes" -> what was compiled.
+    executable name -> {"argument_bytes", "output_bytes", "temp_bytes", "code_bytes",
+    "alias_bytes", "peak_bytes", "transient_bytes", "flops"} (bytes per device; a field is
+    missing where the backend does not report it); "resident" -> per-device bytes of the arrays
+    held across steps and their "total"; "step_peak_bytes" -> {"bytes", "executable"};
+    "mesh" -> axis sizes; "shapes" -> what was compiled.
 
   Raises:
     ValueError: an invalid config, an unknown executable, or a mesh that does not divide the
@@ -224,136 +155,93 @@ def compile_only(
   unknown = sorted(set(executables) - set(EXECUTABLES))
   if unknown:
     raise ValueError(f"unknown executables {unknown}; expected some of {EXECUTABLES}")
-  setup.validate_config(config)
-  label = "mesh"
   if mesh is None:
-    mesh, label = mesh_lib.mesh_from_config(config.mesh), "config.mesh"
-  check_batch_divides(config, mesh, label)
-  ro, tr = config.rollout, config.train
-  tok = setup.build_tokenizer(config)
-  model = abstract_policy(config, tok)
-  if constrain_activations and batch_shards(mesh) > 1:
-    model.activation_sharding = rules_lib.batch_sharding(mesh)
-  graphdef, params = nnx.split(model, nnx.Param)  # abstract: leaves are ShapeDtypeStructs
-  objective = objectives.make(config.objective)
-  rl_opt = train._optimizer(config.optim, config.train.steps)  # the trainer's exact optimiser
-  fns = steps.build(
-    graphdef,
-    objective,
-    rl_opt,
-    temperature=ro.temperature,
-    compute_entropy=True,
-    seq_chunk=tr.logprob_chunk,
-    vocab_chunk=None,
-  )
-  opt_state = jax.eval_shape(rl_opt.init, params)
-  train_sh = rules_lib.param_shardings(params, mesh, rules_lib.DEFAULT_RULES)
-  sample_sh = rules_lib.param_shardings(params, mesh, rules_lib.SAMPLE_RULES)
-  opt_sh = rules_lib.param_shardings(opt_state, mesh, rules_lib.DEFAULT_RULES)
-  fns = parallel_steps.sharded_steps(fns, mesh=mesh, param_shardings=train_sh, opt_shardings=opt_sh)
-  data, rep = rules_lib.batch_sharding(mesh), rules_lib.replicated(mesh)
-
+    mesh = mesh_lib.mesh_from_config(config.mesh)
+  program = train.build(config, mesh, abstract=True, pin_activations=pin_activations)
+  if config.warm_start.steps == 0:
+    executables = [e for e in executables if e != "sft_update"]
+  layout, run = program.layout, program.run
+  ro = config.rollout
   p, g, tp, n = ro.prompts_per_step, ro.samples_per_prompt, ro.max_prompt_len, ro.max_new_tokens
-  micro = tr.microbatch_rows  # validate_config: it divides the minibatch's rows
+  rows = p * g
+  params = jax.eval_shape(lambda: nnx.state(run.model))
+  state = jax.tree.map(
+    lambda a, s: _sds(a.shape, a.dtype, s),
+    jax.eval_shape(program.init_state, params),
+    program.state_shardings,
+  )
   key = jax.eval_shape(lambda: jax.random.key(0))
   results: dict[str, Any] = {}
 
-  # Sampler: the exact static arguments `rollout._generate` passes, bound so that jit's
-  # in_shardings cover the array arguments only.
-  sampling_params = sampling.SamplingParams(
-    temperature=ro.temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
-  )
-  sampler_kw = dict(
-    max_new_tokens=n,
-    num_samples=g,
-    params=sampling_params,
-    stop_ids=tuple(sorted(tok.eos_ids)),
-    pad_id=tok.pad_id,
-  )
-  sampler = jax.jit(
-    functools.partial(sampling.generate_padded.__wrapped__, graphdef, **sampler_kw),
-    in_shardings=(sample_sh, data, data, rep),
-    out_shardings=data,
-  )
-  prompts = _sds((p, tp), jnp.int32)
-  # The trainer's sampler copy: in the compute dtype when that changes no rollout number.
-  rollout_dtype = precision_policy.rollout_copy_dtype(model)
-  sampler_params = (
-    params
-    if rollout_dtype is None
-    else jax.eval_shape(lambda p: precision_policy.cast_floating_params(p, rollout_dtype), params)
-  )
-  if "sampler" in executables:
-    results["sampler"] = _report(sampler.lower(sampler_params, prompts, prompts, key).compile())
+  sampler_params = jax.eval_shape(program.to_sampler, params)
+  prefill, decode = program.sampler.jitted(g, False)
+  prompts = _sds((p, tp), jnp.int32, layout.rows(p))
+  if "prefill" in executables or "decode" in executables:
+    lowered = prefill.lower(sampler_params, prompts, prompts, key)
+    if "prefill" in executables:
+      results["prefill"] = _report(lowered.compile())
+    if "decode" in executables:
+      sampler_state = jax.eval_shape(prefill, sampler_params, prompts, prompts, key)
+      results["decode"] = _report(decode.lower(sampler_params, sampler_state).compile())
 
-  # Trainer rows of one micro-batch, with the dtypes the real rollout produces.
-  completions = jax.eval_shape(
-    lambda pr, mk, k: sampling.generate_padded(
-      graphdef, params, pr, mk, k, **(sampler_kw | dict(num_samples=1))
-    ),
-    _sds((micro, tp), jnp.int32),
-    _sds((micro, tp), jnp.int32),
-    key,
+  row = lambda *shape, dtype=jnp.int32: _sds((rows, *shape), dtype, layout.rows(rows))
+  batch = step.Batch(
+    seqs=types.Sequences(row(tp + n), row(tp + n), row(n)),
+    sampler_logprobs=row(n, dtype=jnp.float32),
+    rewards=row(dtype=jnp.float32),
   )
-  seqs = jax.eval_shape(sequences.from_completions, completions)
-  if "score" in executables:
-    results["score"] = _report(fns.score.lower(params, seqs).compile())
-
-  f32 = lambda *shape: _sds(shape, jnp.float32)
-  batch = objectives.LossBatch(
-    old_logprobs=f32(micro, n),
-    sampler_logprobs=f32(micro, n),
-    ref_logprobs=f32(micro, n) if setup.needs_reference(config) else None,
-    advantages=f32(micro, n),
-    mask=seqs.completion_mask,
-    rewards=f32(micro),
-    max_len=n,
-  )
-  obj_state = jax.eval_shape(objective.init)
-  if "grad" in executables:
-    # The gradient function the trainer calls: with one update per rollout it takes the old
-    # log-probs from its own forward pass (`grad_on_policy`), else `grad`.
-    grad_fn = fns.grad_on_policy if train.uses_fused_old_logprobs(config) else fns.grad
-    results["grad"] = _report(grad_fn.lower(params, seqs, batch, obj_state, key).compile())
   if "update" in executables:
-    results["update"] = _report(fns.update.lower(params, opt_state, params, f32()).compile())
+    results["update"] = _report(program.update.lower(state, batch, key).compile())
+  if "sft_update" in executables:
+    bs = config.warm_start.batch_size
+    sft_row = lambda *shape: _sds((bs, *shape), jnp.int32, layout.rows(bs))
+    seqs = types.Sequences(sft_row(tp + n), sft_row(tp + n), sft_row(n))
+    results["sft_update"] = _report(program.sft_update.lower(state, seqs).compile())
 
-  param_bytes = per_device_bytes(params, train_sh)
-  separate_sampler = (
-    jax.tree.leaves(train_sh) != jax.tree.leaves(sample_sh) or rollout_dtype is not None
+  sh = program.state_shardings
+  param_bytes = per_device_bytes(params, sh.params)
+  sample_layout = layout.sample_shardings(sampler_params)
+  # The sampler reads the training parameters themselves unless its copy differs: another
+  # layout (fsdp > 1), pre-quantised kernels or a narrower dtype.
+  same_tree = jax.tree.structure(sampler_params) == jax.tree.structure(params)
+  separate_sampler = not same_tree or (
+    jax.tree.leaves(sh.params) != jax.tree.leaves(sample_layout)
+    or [x.dtype for x in jax.tree.leaves(sampler_params)]
+    != [x.dtype for x in jax.tree.leaves(params)]
   )
   resident = dict(
     params=param_bytes,
-    opt_state=per_device_bytes(opt_state, opt_sh),
-    grad_accum=param_bytes,
-    ref_params=param_bytes if setup.needs_reference(config) else 0,
-    sampler_params=per_device_bytes(sampler_params, sample_sh) if separate_sampler else 0,
+    opt_state=per_device_bytes(state.opt_state, sh.opt_state),
+    ref_params=param_bytes if program.use_reference else 0,
+    sampler_params=per_device_bytes(sampler_params, sample_layout) if separate_sampler else 0,
   )
   resident["total"] = sum(resident.values())
   # Without a separate copy the sampler reads the training parameters.
   held = dict(resident, sampler_params=resident["sampler_params"] or param_bytes)
-  for name in executables:
+  for name in results:
     if "peak_bytes" in results[name]:
       results[name]["transient_bytes"] = max(
         results[name]["peak_bytes"] - sum(held[a] for a in _RESIDENT_ARGS[name]), 0
       )
-  transients = {
-    k: results[k]["transient_bytes"] for k in executables if "transient_bytes" in results[k]
-  }
+  transients = {k: v["transient_bytes"] for k, v in results.items() if "transient_bytes" in v}
   results["resident"] = resident
   if transients:
     worst = max(transients, key=transients.get)
     results["step_peak_bytes"] = dict(bytes=resident["total"] + transients[worst], executable=worst)
   results["mesh"] = dict(mesh.shape)
-  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+  decoder = [
+    x
+    for path, x in jax.tree_util.tree_leaves_with_path(params)
+    if not types.path_to_str(path).startswith("heads/")
+  ]
   results["shapes"] = dict(
-    params=num_params,
-    sampler_rows=p * g,
+    params=sum(math.prod(x.shape) for x in decoder),
+    sampler_rows=rows,
     sampler_len=tp + n,
-    micro_rows=micro,
-    vocab=model.config.vocab_size,
+    micro_rows=config.train.microbatch_rows,
+    vocab=run.model.config.vocab_size,
     param_dtypes=sorted({str(x.dtype) for x in jax.tree.leaves(params)}),
-    compute_dtype=jnp.dtype(model.dtype).name,
+    compute_dtype=jnp.dtype(run.model.dtype).name,
   )
   return results
 

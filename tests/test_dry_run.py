@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 from flax import nnx
 
 from configs import default
-from grpojax import dry_run, models
+from grpojax import dry_run, models, train, types
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import setup
+from grpojax.rl import setup, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,27 +41,26 @@ def local_report():
 
 
 def test_compiles_every_executable_with_positive_sizes(local_report):
-  for name in ("sampler", "score", "grad", "update"):
+  for name in dry_run.EXECUTABLES:
     rep = local_report[name]
     assert rep["argument_bytes"] > 0, name
     assert rep["output_bytes"] > 0, name
-  for name in ("sampler", "score", "grad"):
-    assert local_report[name]["temp_bytes"] > 0, name
-  # A backward pass costs more than the forward alone.
-  assert local_report["grad"]["flops"] > local_report["score"]["flops"] > 0
+    assert rep["temp_bytes"] > 0, name
+  # The update (forward and backward of 32 rows) costs more than the prefill of 8 prompts.
+  assert local_report["update"]["flops"] > local_report["prefill"]["flops"] > 0
 
 
 def test_shapes_follow_the_config(local_report):
   c = _local_config()
-  model = setup.build_model(c, setup.build_tokenizer(c))  # tiny: the real one, for reference
+  model = setup.build_model(c, setup.build_tokenizer(c), models.HeadsConfig())  # the real one
   n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   s = local_report["shapes"]
   assert s["sampler_rows"] == c.rollout.prompts_per_step * c.rollout.samples_per_prompt
   assert s["sampler_len"] == c.rollout.max_prompt_len + c.rollout.max_new_tokens
   assert s["micro_rows"] == c.train.microbatch_rows
   assert s["params"] == n_params
-  # update's arguments: params + Adam's two moments (+ small counters), all float32.
-  assert local_report["update"]["argument_bytes"] >= 3 * 4 * s["params"]
+  # update's arguments: params + Adam's two moments + the reference (+ the batch), float32.
+  assert local_report["update"]["argument_bytes"] >= 4 * 4 * s["params"]
 
 
 def test_checkpoint_config_alone_is_enough(tmp_path):
@@ -86,7 +86,7 @@ def test_checkpoint_config_alone_is_enough(tmp_path):
   c.warm_start.steps = 0
   rep = dry_run.compile_only(c, mesh=_one_device())
   assert rep["shapes"]["vocab"] == 64
-  assert rep["grad"]["temp_bytes"] > 0
+  assert rep["update"]["temp_bytes"] > 0 and "sft_update" not in rep
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +106,20 @@ def sharded_report():
 def test_compiles_for_an_eight_device_mesh(axes, sharded_report, local_report):
   rep = sharded_report(axes)
   assert rep["mesh"] == dict(zip(("data", "fsdp", "tensor"), axes, strict=True))
-  for name in ("sampler", "score", "grad", "update"):
+  for name in dry_run.EXECUTABLES:
     assert rep[name]["argument_bytes"] > 0, name
     assert rep[name]["peak_bytes"] > 0, name
     assert rep[name]["transient_bytes"] >= 0, name
-  # update's arguments are exactly the resident params, AdamW state and gradient sum (plus the
-  # 4-byte denominator), so XLA's per-device count and the one from the shardings agree.
+  # update's arguments are exactly the resident params, AdamW state and reference, the rollout
+  # batch, and two int32 scalars (step, data position), so XLA's per-device count and the one
+  # from the shardings agree. (GRPO draws nothing at random: jit drops the unused key.)
   res = rep["resident"]
-  assert rep["update"]["argument_bytes"] == res["params"] + res["opt_state"] + res["grad_accum"] + 4
+  c = _local_config(*axes)
+  rows, tp, n = 32, c.rollout.max_prompt_len, c.rollout.max_new_tokens
+  shards = axes[0] * axes[1]
+  batch = rows * (2 * (tp + n) + n + n + 1) * 4 // shards  # tokens, masks, logprobs, rewards
+  state = res["params"] + res["opt_state"] + res["ref_params"]
+  assert rep["update"]["argument_bytes"] == state + batch + 4 + 4
   # Parameters are split only when fsdp or tensor > 1; data parallelism copies them.
   if axes == (8, 1, 1):
     assert res["params"] == local_report["resident"]["params"]
@@ -133,14 +139,15 @@ def test_fsdp_shrinks_update_arguments_per_device(sharded_report, local_report):
 
 def test_mesh_that_does_not_divide_the_batch_is_refused():
   c = _local_config(data=8)
-  c.rollout.prompts_per_step = 4  # 4 prompts, 16 rows: not a multiple of 8
-  with pytest.raises(ValueError, match=r"config.mesh .*8 ways.*prompts_per_step = 4"):
+  c.rollout.prompts_per_step = 3  # 12 rows in micro-batches of 4: not multiples of 8
+  c.train.microbatch_rows = 4
+  with pytest.raises(ValueError, match=r"samples_per_prompt = 12, .*microbatch_rows = 4: .*8 ways"):
     dry_run.compile_only(c)
 
 
 def test_table_lists_every_executable(local_report):
   table = dry_run.format_table(local_report)
-  for name in ("sampler", "score", "grad", "update", "params"):
+  for name in (*dry_run.EXECUTABLES, "params"):
     assert name in table
 
 
@@ -160,5 +167,46 @@ def test_command_line():
     timeout=120,
   )
   assert res.returncode == 0, res.stderr[-2000:]
-  assert "grad" in res.stdout and "temp MiB" in res.stdout
+  assert "update" in res.stdout and "temp MiB" in res.stdout
   assert "data=8" in res.stdout and "resident MiB per device" in res.stdout
+
+
+def test_the_dry_run_compiles_the_trainers_functions(monkeypatch):
+  """compile_only goes through `train.build`, and the abstract build lowers to the very programs
+  of the trainer's concrete one, FP8 sampler copy included."""
+  c = _local_config()
+  c.precision.matmul = "fp8"
+  calls = []
+  real = train.build
+  monkeypatch.setattr(train, "build", lambda *a, **k: calls.append(k) or real(*a, **k))
+  dry_run.compile_only(c, mesh=_one_device(), executables=("prefill",))
+  assert calls and calls[0]["abstract"]
+
+  concrete = real(c, _one_device())
+  abstract = real(c, _one_device(), abstract=True)
+  sds = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  params = sds(nnx.state(concrete.run.model))
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  prompts = jax.ShapeDtypeStruct((8, c.rollout.max_prompt_len), jnp.int32)
+  texts = []
+  for program in (concrete, abstract):
+    sampler_params = jax.eval_shape(program.to_sampler, params)
+    prefill, _ = program.sampler.jitted(c.rollout.samples_per_prompt, False)
+    state = jax.eval_shape(program.init_state, params)
+    rows = 8 * c.rollout.samples_per_prompt
+    n, tp = c.rollout.max_new_tokens, c.rollout.max_prompt_len
+    batch = step.Batch(
+      seqs=types.Sequences(
+        *[jax.ShapeDtypeStruct((rows, k), jnp.int32) for k in (tp + n, tp + n, n)]
+      ),
+      sampler_logprobs=jax.ShapeDtypeStruct((rows, n), jnp.float32),
+      rewards=jax.ShapeDtypeStruct((rows,), jnp.float32),
+    )
+    texts.append(
+      (
+        prefill.lower(sampler_params, prompts, prompts, key).as_text(),
+        program.update.lower(state, batch, key).as_text(),
+      )
+    )
+  assert "f8E4M3FN" in texts[0][0]  # the sampler multiplies FP8 codes
+  assert texts[0] == texts[1]

@@ -8,9 +8,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from grpojax import checkpoint as checkpoint_lib
-from grpojax import train
+from grpojax import train, types
+from grpojax.parallel import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,3 +143,29 @@ def test_fsdp_and_tensor_parallel_run_equals_data_parallel_run(tmp_path):
   assert s1 == s2 == 4
   for a, b in zip(p1, p2, strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
+def test_aqn_noise_reaches_only_the_samplers_norm_scales():
+  """QeRL's noise: the sampler's copy differs from the clean one on RMSNorm scales alone, by
+  σ of the step's stage; the first stage is noise-free."""
+  config = _local_config()
+  with config.unlocked():
+    config.precision.aqn.enabled = True
+    config.train.steps = 10
+  program = train.build(config, mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
+  params = nnx.state(program.run.model)
+  clean = program.to_sampler(params)
+  key = jax.random.key(3)
+  first_stage = train._sampler_params(program, config, params, 0, key)
+  for a, b in zip(jax.tree.leaves(first_stage), jax.tree.leaves(clean), strict=True):
+    np.testing.assert_array_equal(a, b)
+  noisy = train._sampler_params(program, config, params, 9, key)  # the last stage: σ = 1e-4
+  for (path, a), b in zip(
+    jax.tree_util.tree_leaves_with_path(noisy), jax.tree.leaves(clean), strict=True
+  ):
+    name = types.path_to_str(path)
+    if name.endswith("norm/scale"):
+      diff = np.asarray(a) - np.asarray(b)
+      assert 0 < np.abs(diff).max() < 1e-3, name
+    else:
+      np.testing.assert_array_equal(a, b, err_msg=name)

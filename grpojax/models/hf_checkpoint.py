@@ -19,8 +19,10 @@ import safetensors
 import safetensors.numpy
 from flax import nnx
 
+from grpojax import precision as precision_lib
+from grpojax.models import build, transformer
 from grpojax.models import config as config_lib
-from grpojax.models import transformer
+from grpojax.models import heads as heads_lib
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -97,37 +99,73 @@ def _read_tensors(files: dict[str, str], wanted: set[str]) -> dict[str, np.ndarr
   return out
 
 
-def abstract_model(
-  cfg: config_lib.ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32
+def abstract_pretrained(
+  checkpoint_dir: str,
+  *,
+  dtype=jnp.float32,
+  param_dtype=jnp.float32,
+  precision: precision_lib.PrecisionPolicy = transformer.DEFAULT_PRECISION,
+  remat: str = "none",
+  activation_sharding=None,
+  heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
 ) -> transformer.Decoder:
-  """A `Decoder` with shapes and dtypes but no allocated parameters."""
-  return nnx.eval_shape(
-    lambda: transformer.Decoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+  """The policy `from_pretrained` would build, with shapes and dtypes only: reads
+  `config.json` alone and allocates nothing (for compile-only dry runs).
+
+  Args:
+    checkpoint_dir: holds `config.json`.
+    dtype, param_dtype, precision, remat, activation_sharding, heads: as in `from_pretrained`.
+
+  Returns:
+    A `Decoder` whose variables hold `jax.ShapeDtypeStruct`s.
+  """
+  return build.abstract_policy(
+    config_lib.load_config(checkpoint_dir),
+    dtype=dtype,
+    param_dtype=param_dtype,
+    precision=precision,
+    remat=remat,
+    activation_sharding=activation_sharding,
+    heads=heads,
   )
 
 
 def from_pretrained(
-  checkpoint_dir: str, *, dtype=jnp.float32, param_dtype=jnp.float32
+  checkpoint_dir: str,
+  *,
+  dtype=jnp.float32,
+  param_dtype=jnp.float32,
+  precision: precision_lib.PrecisionPolicy = transformer.DEFAULT_PRECISION,
+  remat: str = "none",
+  activation_sharding=None,
+  heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
+  seed: int = 0,
 ) -> transformer.Decoder:
-  """Loads a local Hugging Face Qwen2/Qwen3/Llama checkpoint directory.
+  """Loads a local Hugging Face Qwen2/Qwen3/Llama checkpoint directory as a policy.
+
+  The checkpoint gives the decoder's weights; the precision policy's transforms and the heads
+  follow as in `build.init_policy` (a Hugging Face checkpoint holds no heads: they start from
+  their random initialisation).
 
   Args:
     checkpoint_dir: holds `config.json` and `model.safetensors` or a sharded set with
       `model.safetensors.index.json`.
     dtype: compute dtype.
     param_dtype: dtype the parameters are cast to on load.
+    precision, remat, activation_sharding, heads: the constructor arguments of
+      `transformer.Decoder`.
+    seed: keys of the LoRA adapters and the heads (`build.lora_key`, `build.heads_key`).
 
   Returns:
-    The `Decoder` with the checkpoint's weights.
+    The policy with the checkpoint's weights.
 
   Raises:
     FileNotFoundError, ValueError: naming the file or tensor that is missing, extra, mis-shaped
       or unreadable. Nothing is built unless every check passes.
   """
   cfg = config_lib.load_config(checkpoint_dir)
-  model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype)
-  graphdef, state = nnx.split(model)
-  flat = nnx.to_flat_state(state)
+  plain = build.abstract_policy(cfg, dtype=dtype, param_dtype=param_dtype)
+  flat = nnx.to_flat_state(nnx.state(plain))
   expected = {}
   for path, var in flat:
     name, transposed = hf_name(path)
@@ -160,9 +198,18 @@ def from_pretrained(
     if transposed:
       a = a.T
     values[path] = jnp.asarray(a, dtype=param_dtype)
-  for path, var in flat:
-    var.set_value(values[path])
-  return nnx.merge(graphdef, nnx.from_flat_state(flat))
+  decoder_params = nnx.from_flat_state([(path, var.replace(values[path])) for path, var in flat])
+  return build.assemble(
+    decoder_params,
+    cfg,
+    seed=seed,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    precision=precision,
+    remat=remat,
+    activation_sharding=activation_sharding,
+    heads=heads,
+  )
 
 
 def _tensor_shape(path: str, name: str) -> tuple[int, ...]:
@@ -175,11 +222,23 @@ def _tensor_shape(path: str, name: str) -> tuple[int, ...]:
     raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
 
 
+def export_params(model: transformer.Decoder) -> nnx.State:
+  """The decoder's parameters as a Hugging Face checkpoint holds them: LoRA adapters merged and
+  quantised bases dequantised (`precision.merge_lora`), heads left out.
+
+  Returns:
+    The `nnx.Param` state of a plain `Decoder(model.config)` (default precision, no heads).
+  """
+  merged = precision_lib.merge_lora(nnx.state(model), model.precision)
+  return nnx.from_flat_state(
+    [(path, var) for path, var in nnx.to_flat_state(merged) if path[0] != "heads"]
+  )
+
+
 def state_to_hf_tensors(model: transformer.Decoder, dtype=None) -> dict[str, np.ndarray]:
-  """The model's parameters as Hugging Face-named NumPy arrays ([out, in] for Linear weights)."""
-  _, state = nnx.split(model, nnx.Param)
+  """`export_params(model)` as Hugging Face-named NumPy arrays ([out, in] for Linear weights)."""
   out = {}
-  for path, var in nnx.to_flat_state(state):
+  for path, var in nnx.to_flat_state(export_params(model)):
     name, transposed = hf_name(path)
     a = np.asarray(jax.device_get(var.get_value()))
     if dtype is not None:
@@ -199,8 +258,13 @@ def save_pretrained(
 ) -> None:
   """Writes a directory that `transformers` (and vLLM) load as the same model.
 
+  The weights are plain Hugging Face tensors (`export_params`): LoRA adapters are merged into
+  their kernels and quantised bases dequantised, so the checkpoint computes the adapted model's
+  logits up to float rounding. Heads are not part of a Hugging Face checkpoint and are not
+  written (save them with the training checkpoint).
+
   Args:
-    model: the `Decoder` to save.
+    model: the policy to save.
     checkpoint_dir: destination; written atomically (a sibling temporary directory renamed into
       place).
     overwrite: replace an existing directory; otherwise an existing one raises FileExistsError.

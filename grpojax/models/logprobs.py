@@ -36,6 +36,11 @@ DEFAULT_SEQ_CHUNK = 8192
 DEFAULT_VOCAB_CHUNK = 4096
 
 
+def _per_row(temperature):
+  """A scalar τ as it is; per-token τ [...] broadcast over the vocabulary axis."""
+  return temperature if jnp.ndim(temperature) == 0 else jnp.asarray(temperature)[..., None]
+
+
 def logprobs_from_logits(
   logits_btv: jax.Array, targets_bt: jax.Array, temperature: float | jax.Array = 1.0
 ) -> jax.Array:
@@ -46,12 +51,13 @@ def logprobs_from_logits(
   Args:
     logits_btv: logits [..., V], any float dtype.
     targets_bt: integer targets [...] in [0, V).
-    temperature: softmax temperature τ > 0; logits are divided by it.
+    temperature: softmax temperature τ > 0, a scalar or one per token [...]; logits are divided
+      by it.
 
   Returns:
     float32 log π(y) [...].
   """
-  logp_btv = jax.nn.log_softmax(logits_btv.astype(jnp.float32) / temperature, axis=-1)
+  logp_btv = jax.nn.log_softmax(logits_btv.astype(jnp.float32) / _per_row(temperature), axis=-1)
   return jnp.take_along_axis(logp_btv, targets_bt[..., None], axis=-1)[..., 0]
 
 
@@ -60,12 +66,13 @@ def entropy_from_logits(logits_btv: jax.Array, temperature: float | jax.Array = 
 
   Args:
     logits_btv: logits [..., V], any float dtype.
-    temperature: softmax temperature τ > 0; logits are divided by it.
+    temperature: softmax temperature τ > 0, a scalar or one per token [...]; logits are divided
+      by it.
 
   Returns:
     float32 entropy in nats [...].
   """
-  logp_btv = jax.nn.log_softmax(logits_btv.astype(jnp.float32) / temperature, axis=-1)
+  logp_btv = jax.nn.log_softmax(logits_btv.astype(jnp.float32) / _per_row(temperature), axis=-1)
   return -jnp.sum(jnp.exp(logp_btv) * logp_btv, axis=-1)
 
 
@@ -98,10 +105,18 @@ def _validate(hidden_btd, unembed_dv, targets_bt, temperature, seq_chunk, vocab_
     not isinstance(vocab_chunk, int) or isinstance(vocab_chunk, bool) or vocab_chunk < 1
   ):
     raise ValueError(f"vocab_chunk must be None or an int >= 1; got {vocab_chunk!r}.")
-  if _is_concrete(temperature):
+  if jnp.ndim(temperature) == 2:
+    if tuple(jnp.shape(temperature)) != tuple(targets_bt.shape):
+      raise ValueError(
+        f"a per-token temperature must be [B, T] = {tuple(targets_bt.shape)}; got shape "
+        f"{jnp.shape(temperature)}."
+      )
+    if _is_concrete(temperature) and not bool(jnp.all(jnp.asarray(temperature) > 0)):
+      raise ValueError("every per-token temperature must be > 0.")
+  elif _is_concrete(temperature):
     # A traced temperature (e.g. a jit argument of a sampler) cannot be checked here.
     if jnp.ndim(temperature) != 0 or not float(temperature) > 0:
-      raise ValueError(f"temperature must be a scalar > 0; got {temperature!r}.")
+      raise ValueError(f"temperature must be a scalar > 0 or a [B, T] array; got {temperature!r}.")
 
 
 def _block_stats(h_sd, u_dw, y_s, start, temperature, logit_dtype):
@@ -137,13 +152,23 @@ def _merge(acc, blk):
 
 
 def _chunk_outputs(
-  h_sd, y_s, unembed_dv, *, vocab_size, vocab_chunk, temperature, logit_dtype, compute_entropy
+  h_sd,
+  y_s,
+  tau_s,
+  unembed_dv,
+  *,
+  vocab_size,
+  vocab_chunk,
+  temperature,
+  logit_dtype,
+  compute_entropy,
 ):
   """log π(y) and entropy for one chunk of S tokens.
 
   Args:
     h_sd: hidden states [S, D].
     y_s: targets [S].
+    tau_s: per-token temperatures [S], or None for the scalar `temperature`.
     unembed_dv: [D, V].
     vocab_size: V.
     vocab_chunk: W < V, or None for one block of the whole vocabulary.
@@ -152,6 +177,9 @@ def _chunk_outputs(
   Returns:
     (logprobs_s, entropy_s or None), float32.
   """
+  # A scalar stays a closure constant (the very division the sampler does); per-token values
+  # divide their own row of logits.
+  temperature = temperature if tau_s is None else tau_s[:, None]
   if vocab_chunk is None:
     m_s, s_s, w_s, t_s = _block_stats(h_sd, unembed_dv, y_s, 0, temperature, logit_dtype)
   else:
@@ -197,7 +225,8 @@ def token_logprobs_and_entropy(
   holds more than a `[seq_chunk, vocab_chunk or V]` block of logits, in the forward or the
   backward pass (chunk logits are recomputed there: one extra logits matmul per step). Gradients
   flow to `hidden_btd` and `unembed_dv` (and to `temperature` when it is an array). The B·T tokens
-  are flattened and split into chunks of `seq_chunk` (the last one zero-padded); with
+  (and a per-token temperature with them) are flattened and split into chunks of `seq_chunk`
+  (the last one zero-padded, at temperature 1); with
   `vocab_chunk` each chunk also walks the vocabulary in blocks with an online log-sum-exp (see
   the module docstring). Jittable; chunk sizes are static.
 
@@ -212,7 +241,8 @@ def token_logprobs_and_entropy(
     hidden_btd: last-layer hidden states [B, T, D] (after the final norm), any float dtype.
     unembed_dv: unembedding [D, V]; for tied embeddings pass `embedding_vd.T`.
     targets_bt: integer token ids [B, T] in [0, V) whose log-probabilities are wanted.
-    temperature: τ > 0 dividing the logits (a Python number or a scalar array).
+    temperature: τ > 0 dividing the logits: a Python number or a scalar array, or a [B, T]
+      array giving each token its own τ (e.g. the temperatures a sampler drew each token at).
     seq_chunk: tokens per chunk of the flattened B·T axis (>= 1).
     vocab_chunk: vocabulary entries per block (>= 1), or None for the whole vocabulary at once.
     compute_entropy: whether to compute the entropy as well.
@@ -223,7 +253,8 @@ def token_logprobs_and_entropy(
     `compute_entropy`.
 
   Raises:
-    ValueError: for mismatched shapes, non-integer targets, chunk sizes < 1 or τ <= 0.
+    ValueError: for mismatched shapes, non-integer targets, chunk sizes < 1 or τ <= 0 (a
+      traced τ is not checked).
   """
   _validate(hidden_btd, unembed_dv, targets_bt, temperature, seq_chunk, vocab_chunk)
   batch, length, dim = hidden_btd.shape
@@ -243,6 +274,10 @@ def token_logprobs_and_entropy(
     targets_n = jnp.pad(targets_n, (0, pad_n))
   hidden_csd = hidden_nd.reshape(num_chunks, chunk, dim)
   targets_cs = targets_n.reshape(num_chunks, chunk)
+  tau_cs = None
+  if jnp.ndim(temperature) == 2:
+    tau_n = jnp.asarray(temperature, jnp.float32).reshape(num_tokens)
+    tau_cs = jnp.pad(tau_n, (0, pad_n), constant_values=1.0).reshape(num_chunks, chunk)
 
   if vocab_chunk is not None and vocab_chunk >= vocab_size:
     vocab_chunk = None
@@ -263,16 +298,17 @@ def token_logprobs_and_entropy(
 
   if num_chunks == 1:
     # No loop: saves the per-chunk [D, V] partial of dU that the loop's backward adds up.
-    logprobs_s, entropy_s = chunk_fn(hidden_csd[0], targets_cs[0], unembed_dv)
+    tau_s = None if tau_cs is None else tau_cs[0]
+    logprobs_s, entropy_s = chunk_fn(hidden_csd[0], targets_cs[0], tau_s, unembed_dv)
     logprobs_cs = logprobs_s[None]
     entropy_cs = None if entropy_s is None else entropy_s[None]
   else:
 
     def body(_, xs):
-      h_sd, y_s = xs
-      return None, chunk_fn(h_sd, y_s, unembed_dv)
+      h_sd, y_s, tau_s = xs
+      return None, chunk_fn(h_sd, y_s, tau_s, unembed_dv)
 
-    _, (logprobs_cs, entropy_cs) = lax.scan(body, None, (hidden_csd, targets_cs))
+    _, (logprobs_cs, entropy_cs) = lax.scan(body, None, (hidden_csd, targets_cs, tau_cs))
   logprobs_bt = logprobs_cs.reshape(-1)[:num_tokens].reshape(batch, length)
   if not compute_entropy:
     return logprobs_bt, None

@@ -1,8 +1,8 @@
-"""Tokenizers: one small duck-typed interface, a Hugging Face loader and a character tokenizer.
+"""Tokenizers: one small duck-typed interface and a Hugging Face tokenizer with its loader.
 
 Everything downstream of text (prompt building, sampling stop conditions, reward decoding) talks
 to a tokenizer through the `Tokenizer` protocol only, so a real checkpoint's tokenizer and the
-built-in `CharTokenizer` of the toy tasks go through the same code path.
+built-in `char_tokenizer.CharTokenizer` of the toy tasks go through the same code path.
 
 `HFTokenizer` reads a local Hugging Face tokenizer directory without `transformers`:
 
@@ -14,26 +14,20 @@ built-in `CharTokenizer` of the toy tasks go through the same code path.
 * `generation_config.json` (optional) for extra end-of-sequence ids (`eos_token_id`, an int or a
   list).
 
-Chat templates are rendered the way `transformers` renders them: a sandboxed, immutable jinja2
-environment with `trim_blocks` and `lstrip_blocks`, the `loopcontrols` extension, a no-op
-`{% generation %}` block, the `raise_exception` and `strftime_now` globals and a `tojson` filter
-that leaves non-ASCII characters unescaped.
+Chat templates are rendered the way `transformers` renders them (`chat_templates`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jinja2
-import jinja2.ext
-import jinja2.nodes
-import jinja2.sandbox
 import tokenizers
+
+from grpojax.models import chat_templates as template_lib
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -53,11 +47,7 @@ _NAMED_SPECIAL_TOKENS = (
   "mask_token",
 )
 
-# Digits, arithmetic operators, brackets, punctuation, space, newline and lower-case letters:
-# enough for the built-in arithmetic and counting tasks and their short answers.
-ARITHMETIC_ALPHABET = "0123456789+-*/=()<>.,:?! \nabcdefghijklmnopqrstuvwxyz"
-
-Message = Mapping[str, Any]
+Message = template_lib.Message
 
 
 @runtime_checkable
@@ -101,83 +91,6 @@ class Tokenizer(Protocol):
   ) -> str:
     """Renders a conversation to the prompt string the model was trained on."""
     ...
-
-
-class _GenerationBlock(jinja2.ext.Extension):
-  """`{% generation %}...{% endgeneration %}`, rendered as its body.
-
-  `transformers` uses this block to find assistant tokens; templates that contain it must still
-  compile here, and their text is the body's.
-  """
-
-  tags = {"generation"}
-
-  def parse(self, parser: Any) -> jinja2.nodes.Node:
-    lineno = next(parser.stream).lineno
-    body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-    return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
-
-  def _render(self, caller: Any) -> str:
-    return caller()
-
-
-def _raise_exception(message: str) -> None:
-  raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(
-  value: Any,
-  ensure_ascii: bool = False,
-  indent: int | None = None,
-  separators: tuple[str, str] | None = None,
-  sort_keys: bool = False,
-) -> str:
-  # Jinja's own `tojson` HTML-escapes its output; chat templates expect plain JSON.
-  return json.dumps(
-    value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-  )
-
-
-def _strftime_now(format_string: str) -> str:
-  return datetime.datetime.now().strftime(format_string)
-
-
-def compile_chat_template(source: str) -> jinja2.Template:
-  """Compiles a chat template in the environment `transformers` uses.
-
-  Args:
-    source: the jinja2 template text.
-
-  Returns:
-    The compiled template; render it with `messages`, `add_generation_prompt` and the special
-    token strings.
-
-  Raises:
-    jinja2.TemplateSyntaxError: the template does not parse.
-  """
-  env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-    trim_blocks=True,
-    lstrip_blocks=True,
-    extensions=[_GenerationBlock, jinja2.ext.loopcontrols],
-  )
-  env.filters["tojson"] = _tojson
-  env.globals["raise_exception"] = _raise_exception
-  env.globals["strftime_now"] = _strftime_now
-  return env.from_string(source)
-
-
-def _plain_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-  # As in `transformers`, keys whose value is None are dropped: templates test `is defined`.
-  if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-    raise TypeError(f"messages must be a sequence of mappings, got {type(messages).__name__}")
-  if not messages:
-    raise ValueError("cannot apply a chat template to an empty conversation")
-  plain = []
-  for i, message in enumerate(messages):
-    if not isinstance(message, Mapping):
-      raise TypeError(f"message {i} must be a mapping, got {type(message).__name__}")
-    plain.append({key: value for key, value in message.items() if value is not None})
-  return plain
 
 
 def _read_json(path: pathlib.Path, *, required: bool) -> dict[str, Any] | None:
@@ -301,7 +214,7 @@ class HFTokenizer:
     self._chat_templates = {}
     for name, template in (chat_templates or {}).items():
       try:
-        self._chat_templates[name] = compile_chat_template(template)
+        self._chat_templates[name] = template_lib.compile_chat_template(template)
       except jinja2.TemplateSyntaxError as e:
         raise ValueError(f"{source}: chat template {name!r} does not parse: {e}") from e
 
@@ -478,7 +391,7 @@ class HFTokenizer:
       "tools": None,
       "documents": None,
       **kwargs,
-      "messages": _plain_messages(messages),
+      "messages": template_lib.plain_messages(messages),
       "add_generation_prompt": add_generation_prompt,
     }
     return template.render(**variables)
@@ -498,139 +411,3 @@ def load_tokenizer(path: str | pathlib.Path) -> HFTokenizer:
     ValueError: a file is malformed; the message names it.
   """
   return HFTokenizer.from_pretrained(path)
-
-
-@dataclasses.dataclass(frozen=True)
-class CharTokenizer:
-  """One token per character of a fixed alphabet, for the built-in toy tasks.
-
-  Ids: `<pad>` = 0, `<bos>` = 1, `<eos>` = 2, then the alphabet's characters in order from 3.
-  The chat template equivalent joins the message contents with `turn_separator` and, with a
-  generation prompt, appends one more separator; roles are not rendered.
-
-  Attributes:
-    alphabet: the characters, each once.
-    turn_separator: text between turns (and before the answer); its characters must be in the
-      alphabet.
-  """
-
-  alphabet: str
-  turn_separator: str = ""
-
-  PAD: ClassVar[str] = "<pad>"
-  BOS: ClassVar[str] = "<bos>"
-  EOS: ClassVar[str] = "<eos>"
-
-  def __post_init__(self):
-    if not isinstance(self.alphabet, str) or not self.alphabet:
-      raise ValueError("alphabet must be a non-empty string")
-    seen = set()
-    for i, ch in enumerate(self.alphabet):
-      if ch in seen:
-        raise ValueError(f"alphabet repeats {ch!r} (position {i})")
-      seen.add(ch)
-    missing = sorted(set(self.turn_separator) - seen)
-    if missing:
-      raise ValueError(f"turn_separator characters {missing} are not in the alphabet")
-    # Frozen dataclass: derived tables are set once here.
-    object.__setattr__(self, "_char_to_id", {ch: i + 3 for i, ch in enumerate(self.alphabet)})
-
-  @property
-  def vocab_size(self) -> int:
-    """Three special tokens plus one per alphabet character."""
-    return 3 + len(self.alphabet)
-
-  @property
-  def pad_id(self) -> int:
-    """Always 0."""
-    return 0
-
-  @property
-  def bos_id(self) -> int:
-    """Always 1."""
-    return 1
-
-  @property
-  def eos_ids(self) -> tuple[int, ...]:
-    """Always `(2,)`."""
-    return (2,)
-
-  def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-    """Maps each character to its id.
-
-    Args:
-      text: characters from the alphabet (`"<eos>"` in text is five characters, not a token).
-      add_special_tokens: prepend `<bos>`.
-
-    Returns:
-      The ids.
-
-    Raises:
-      ValueError: a character is not in the alphabet; the message names it and its position.
-    """
-    table = self._char_to_id
-    ids = [self.bos_id] if add_special_tokens else []
-    for i, ch in enumerate(text):
-      token_id = table.get(ch)
-      if token_id is None:
-        raise ValueError(
-          f"character {ch!r} at position {i} of {text!r} is not in the alphabet {self.alphabet!r}"
-        )
-      ids.append(token_id)
-    return ids
-
-  def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-    """Maps ids back to characters.
-
-    Args:
-      ids: token ids.
-      skip_special_tokens: drop `<pad>`, `<bos>` and `<eos>`; otherwise they are written as
-        those strings.
-
-    Returns:
-      The text.
-
-    Raises:
-      ValueError: an id is outside `[0, vocab_size)`.
-    """
-    specials = (self.PAD, self.BOS, self.EOS)
-    out = []
-    for position, token_id in enumerate(ids):
-      token_id = int(token_id)
-      if not 0 <= token_id < self.vocab_size:
-        raise ValueError(
-          f"id {token_id} at position {position} is outside the vocabulary [0, {self.vocab_size})"
-        )
-      if token_id < 3:
-        if not skip_special_tokens:
-          out.append(specials[token_id])
-      else:
-        out.append(self.alphabet[token_id - 3])
-    return "".join(out)
-
-  def apply_chat_template(
-    self, messages: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
-  ) -> str:
-    """Joins the message contents with `turn_separator`.
-
-    Args:
-      messages: `{"role": ..., "content": str}` mappings; roles are not rendered.
-      add_generation_prompt: append one more `turn_separator` before the answer.
-      **kwargs: accepted so call sites written for `HFTokenizer` work; ignored.
-
-    Returns:
-      The prompt string.
-
-    Raises:
-      ValueError: `messages` is empty.
-      TypeError: a message has no string `content`.
-    """
-    del kwargs  # No template variables to fill.
-    contents = []
-    for i, message in enumerate(_plain_messages(messages)):
-      content = message.get("content")
-      if not isinstance(content, str):
-        raise TypeError(f"message {i} needs a string 'content', got {content!r}")
-      contents.append(content)
-    prompt = self.turn_separator.join(contents)
-    return prompt + self.turn_separator if add_generation_prompt else prompt

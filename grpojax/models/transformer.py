@@ -20,9 +20,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grpojax.models import config as config_lib
+from grpojax.models import heads as heads_lib
+from grpojax.models import modules
+from grpojax.precision import policy as precision_policy
 
 Array = jax.Array
 LayerCache = tuple[Array, Array]  # (k_bkhs, v_bksh)
+# Frozen values, so one instance serves as every build's default.
+DEFAULT_PRECISION = precision_policy.PrecisionPolicy()
+NO_HEADS = heads_lib.HeadsConfig()
 
 
 class DecoderOutput(NamedTuple):
@@ -37,115 +43,6 @@ class DecoderOutput(NamedTuple):
   logits: Array | None
   hidden: Array
   cache: tuple[LayerCache, ...] | None
-
-
-def _normal_init(stddev: float = 0.02):
-  return jax.nn.initializers.normal(stddev)
-
-
-class Frozen(nnx.Variable):
-  """A weight that is never trained (e.g. a quantised base kernel under LoRA)."""
-
-
-class Dense(nnx.Module):
-  """y = x @ kernel (+ bias), computed as one 2-D matmul.
-
-  Flattening leading axes to a 2-D `[B·T, D] @ [D, F]` product lets XLA's CPU backend avoid
-  physical transposes in the weight-gradient matmuls (1.3-1.4x faster training steps).
-
-  Precision hooks (plain attributes, part of the graph definition, so a sampler and a trainer
-  built from the same definition compute the same function; see `grpojax.precision.policy`):
-    matmul: "default" (the compute dtype), "fp8" (e4m3 forward with a per-tensor weight scale
-      and per-token activation scales, e5m2 gradients) or "fp8_block" (128x128 weight blocks,
-      1x128 activation groups; Jet-RL's granularity, arXiv 2601.14243).
-    kernel may be None, with a frozen quantised base instead: `quant_values` and `quant_scales`
-      (`Frozen`; for NVFP4 also `quant_tensor_scale`) in the `quant_format` of
-      `grpojax.precision.formats.quantize_weight`, dequantised in the forward; or, in the
-      sampler's copy of an FP8 policy, "rollout_fp8": the e4m3 codes and scale that
-      `fp8_matmul` would compute from the kernel, multiplied directly.
-    lora_a [in, r] and lora_b [r, out] (`nnx.LoRAParam`, or None) add `lora_scale · x A B`.
-  """
-
-  def __init__(
-    self, in_features: int, out_features: int, *, use_bias: bool, dtype, param_dtype, rngs: nnx.Rngs
-  ):
-    self.kernel = nnx.Param(_normal_init()(rngs.params(), (in_features, out_features), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
-    self.dtype = dtype
-    self.matmul = "default"
-    self.quant_format = None
-    # Data attributes (arrays may be assigned later by grpojax.precision.policy).
-    self.quant_values = nnx.data(None)
-    self.quant_scales = nnx.data(None)
-    self.quant_tensor_scale = nnx.data(None)
-    self.lora_a = nnx.data(None)
-    self.lora_b = nnx.data(None)
-    self.lora_scale = 0.0
-
-  def weight(self) -> Array:
-    """The kernel [in, out] the forward multiplies by (dequantised when stored quantised)."""
-    if self.kernel is not None:
-      return self.kernel[...]
-    from grpojax.precision import formats  # a leaf module; imported late to keep models light
-
-    if self.quant_format == "rollout_fp8":
-      return formats.dequantize(self._rollout_fp8(), jnp.float32)
-    if self.quant_format == "nvfp4":
-      q = formats.NVFP4(
-        self.quant_values[...], self.quant_scales[...], self.quant_tensor_scale[...]
-      )
-    else:
-      q = formats.Quantized(self.quant_values[...], self.quant_scales[...])
-    return formats.dequantize_weight(q, jnp.float32)
-
-  def _rollout_fp8(self):
-    from grpojax.precision import formats
-
-    return formats.Quantized(self.quant_values[...], self.quant_scales[...])
-
-  def __call__(self, x: Array) -> Array:
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-    block = self.matmul == "fp8_block"
-    x_block = (1, 128) if block else (1, x2.shape[1])
-    if self.quant_format == "rollout_fp8":  # the sampler's pre-quantised copy of an FP8 kernel
-      from grpojax.precision import matmul as fp8
-
-      y = fp8.fp8_matmul_prequantized(x2, self._rollout_fp8(), x_block=x_block)
-      return self._finish(x2, y, lead)
-    w = self.weight().astype(self.dtype)
-    if self.matmul == "default":
-      y = x2 @ w
-    else:
-      from grpojax.precision import matmul as fp8
-
-      # Activations are scaled per token (per 1x128 group with blocks), never per tensor: a
-      # per-tensor scale would depend on the other rows of the batch, so one token's FP8 value
-      # would differ between a decode step and the trainer's full-sequence forward.
-      y = fp8.fp8_matmul(x2, w, x_block=x_block, w_block=(128, 128) if block else None)
-    return self._finish(x2, y, lead)
-
-  def _finish(self, x2: Array, y: Array, lead) -> Array:
-    if self.lora_a is not None:
-      y = y + (x2 @ self.lora_a[...].astype(self.dtype)) @ (
-        self.lora_b[...].astype(self.dtype) * self.lora_scale
-      )
-    if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
-    return y.reshape(*lead, y.shape[-1])
-
-
-class RMSNorm(nnx.Module):
-  """x / sqrt(mean(x²) + eps) · scale, normalised in float32 as Hugging Face does."""
-
-  def __init__(self, dim: int, *, eps: float, param_dtype):
-    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
-    self.eps = eps
-
-  def __call__(self, x: Array) -> Array:
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
 
 
 def rope_cos_sin(positions_bt: Array, inv_freq_h: Array) -> tuple[Array, Array]:
@@ -166,16 +63,27 @@ def apply_rope(x_btnh: Array, cos_bth: Array, sin_bth: Array) -> Array:
 class Attention(nnx.Module):
   """Grouped-query attention with RoPE, optional q/k/v bias and optional q/k RMSNorm."""
 
-  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cfg: config_lib.ModelConfig,
+    *,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    precision: precision_policy.PrecisionPolicy,
+    path: str,
+  ):
     d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.q_proj = Dense(d, n * h, use_bias=cfg.attention_bias, **kw)
-    self.k_proj = Dense(d, k * h, use_bias=cfg.attention_bias, **kw)
-    self.v_proj = Dense(d, k * h, use_bias=cfg.attention_bias, **kw)
-    self.o_proj = Dense(n * h, d, use_bias=cfg.attention_out_bias, **kw)
+    bias, out_bias = cfg.attention_bias, cfg.attention_out_bias
+    at = lambda name: precision.projection(f"{path}/{name}")
+    self.q_proj = modules.Dense(d, n * h, use_bias=bias, precision=at("q_proj"), **kw)
+    self.k_proj = modules.Dense(d, k * h, use_bias=bias, precision=at("k_proj"), **kw)
+    self.v_proj = modules.Dense(d, k * h, use_bias=bias, precision=at("v_proj"), **kw)
+    self.o_proj = modules.Dense(n * h, d, use_bias=out_bias, precision=at("o_proj"), **kw)
     if cfg.qk_norm:
-      self.q_norm = RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
-      self.k_norm = RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+      self.q_norm = modules.RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+      self.k_norm = modules.RMSNorm(h, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
     else:
       self.q_norm = self.k_norm = None
     self.num_kv_heads, self.group_size, self.head_dim = k, cfg.group_size, h
@@ -224,11 +132,22 @@ class Attention(nnx.Module):
 class MLP(nnx.Module):
   """SwiGLU: down(silu(gate(x)) · up(x))."""
 
-  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cfg: config_lib.ModelConfig,
+    *,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    precision: precision_policy.PrecisionPolicy,
+    path: str,
+  ):
     kw = dict(use_bias=cfg.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.gate_proj = Dense(cfg.hidden_size, cfg.intermediate_size, **kw)
-    self.up_proj = Dense(cfg.hidden_size, cfg.intermediate_size, **kw)
-    self.down_proj = Dense(cfg.intermediate_size, cfg.hidden_size, **kw)
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    at = lambda name: precision.projection(f"{path}/{name}")
+    self.gate_proj = modules.Dense(d, f, precision=at("gate_proj"), **kw)
+    self.up_proj = modules.Dense(d, f, precision=at("up_proj"), **kw)
+    self.down_proj = modules.Dense(f, d, precision=at("down_proj"), **kw)
 
   def __call__(self, x: Array) -> Array:
     return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -237,14 +156,25 @@ class MLP(nnx.Module):
 class DecoderLayer(nnx.Module):
   """Pre-norm residual block: attention then MLP."""
 
-  def __init__(self, cfg: config_lib.ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
-    self.self_attn = Attention(cfg, **kw)
-    self.post_attention_layernorm = RMSNorm(
+  def __init__(
+    self,
+    cfg: config_lib.ModelConfig,
+    *,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    precision: precision_policy.PrecisionPolicy,
+    path: str,
+  ):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, precision=precision)
+    self.input_layernorm = modules.RMSNorm(
       cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype
     )
-    self.mlp = MLP(cfg, **kw)
+    self.self_attn = Attention(cfg, path=f"{path}/self_attn", **kw)
+    self.post_attention_layernorm = modules.RMSNorm(
+      cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype
+    )
+    self.mlp = MLP(cfg, path=f"{path}/mlp", **kw)
 
   def __call__(self, x, cos_sin, mask_bts, cache, cache_index):
     attn, cache = self.self_attn(self.input_layernorm(x), cos_sin, mask_bts, cache, cache_index)
@@ -252,30 +182,28 @@ class DecoderLayer(nnx.Module):
     return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
-class Embed(nnx.Module):
-  """Token embedding table [V, D]."""
-
-  def __init__(self, vocab_size: int, dim: int, *, param_dtype, rngs: nnx.Rngs):
-    self.embedding = nnx.Param(_normal_init()(rngs.params(), (vocab_size, dim), param_dtype))
-
-  def __call__(self, tokens_bt: Array) -> Array:
-    return jnp.take(self.embedding[...], tokens_bt, axis=0)
-
-
 class Decoder(nnx.Module):
   """A causal language model: tokens [B, T] -> logits [B, T, V] and hidden states [B, T, D].
+
+  Built once from its constructor arguments and never changed afterwards: everything that
+  decides the computed function (precision, rematerialisation, activation sharding, heads) is
+  part of the graph definition, so two builds with the same arguments have equal graph
+  definitions, and the sampler's graph is a build under the sampler's precision policy
+  (`grpojax.models.build.policy_graphdef`).
 
   Attributes:
     config: the `ModelConfig` it was built from.
     dtype: compute dtype of activations and matmuls (parameters keep `param_dtype`).
+    precision: the `grpojax.precision.PrecisionPolicy` it was built under.
     remat: rematerialisation policy of each layer's forward when no cache is given (training),
-      a key of `REMAT_POLICIES`; a plain attribute, so it can be set after loading.
-    lm_head_f32: compute the unembedding in float32 whatever `dtype` is.
+      a key of `REMAT_POLICIES`.
     activation_sharding: None, or a `NamedSharding` (rows over the batch axes) that each
       layer's output hidden states are pinned to. Under FSDP, XLA's propagation otherwise
       gathers whole micro-batches of activations onto every device instead of gathering the
       weights: 10x the gradient step's temporary memory for a 7B policy over 32 devices
       (experiments/scaling.md). Rows that the batch axes do not divide are left unconstrained.
+    heads: the `heads.Heads` on the last hidden states (parameters under `heads/`), or None
+      when `HeadsConfig` enables none.
   """
 
   def __init__(
@@ -285,24 +213,63 @@ class Decoder(nnx.Module):
     rngs: nnx.Rngs,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
+    precision: precision_policy.PrecisionPolicy = DEFAULT_PRECISION,
     remat: str = "none",
+    activation_sharding: jax.sharding.NamedSharding | None = None,
+    heads: heads_lib.HeadsConfig = NO_HEADS,
   ):
+    """Builds the decoder.
+
+    Args:
+      cfg: shapes and numerics of the architecture.
+      rngs: the decoder's parameters draw from `rngs.params()` in a fixed order (embedding,
+        then each layer's q, k, v, o, gate, up, down kernels, then the LM head), whatever the
+        precision policy; the heads are built last and draw one key from `rngs.heads()` (NNX
+        falls back to the default stream), so they never shift the decoder's draws.
+      dtype: compute dtype.
+      param_dtype: dtype of the parameters (LoRA adapters and quantised codes have their own).
+      precision: the precision policy (`PrecisionPolicy.projection` configures each
+        decoder-layer projection; the LM head follows `lm_head_f32`).
+      remat: a key of `REMAT_POLICIES`.
+      activation_sharding: see the class attributes.
+      heads: which heads to build.
+
+    Raises:
+      ValueError: an unknown `remat`.
+    """
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}")
     self.config = cfg
     self.dtype = dtype
+    self.precision = precision
     self.remat = remat
-    self.lm_head_f32 = False
-    self.activation_sharding = None
+    self.activation_sharding = activation_sharding
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
-    self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.embed_tokens = modules.Embed(
+      cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs
+    )
+    self.layers = nnx.List(
+      [
+        DecoderLayer(cfg, precision=precision, path=f"layers/{i}", **kw)
+        for i in range(cfg.num_layers)
+      ]
+    )
+    self.norm = modules.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
     self.lm_head = (
       None
       if cfg.tie_word_embeddings
-      else Dense(cfg.hidden_size, cfg.vocab_size, use_bias=False, **kw)
+      else modules.Dense(cfg.hidden_size, cfg.vocab_size, use_bias=False, **kw)
     )
+    self.heads = (
+      heads_lib.Heads(cfg.hidden_size, heads, param_dtype=param_dtype, rngs=rngs)
+      if heads.enabled
+      else None
+    )
+
+  @property
+  def logits_dtype(self):
+    """The dtype the LM head multiplies in: float32 with `lm_head_f32`, else the compute dtype."""
+    return jnp.float32 if self.precision.lm_head_f32 else self.dtype
 
   def _constrain(self, x: Array) -> Array:
     sharding = self.activation_sharding
@@ -326,7 +293,7 @@ class Decoder(nnx.Module):
   def logits(self, hidden_btd: Array) -> Array:
     """Float32 logits [B, T, V] from last-layer hidden states."""
     b, t, d = hidden_btd.shape
-    dtype = jnp.float32 if self.lm_head_f32 else self.dtype
+    dtype = self.logits_dtype
     w = self.unembedding().astype(dtype)
     out = jnp.dot(hidden_btd.reshape(b * t, d).astype(dtype), w, preferred_element_type=jnp.float32)
     return out.reshape(b, t, -1)

@@ -6,7 +6,8 @@ Summing the pairs of any split of the batch into micro-batches (or hosts) and di
 divides inside a micro-batch by a quantity that depends on the other micro-batches (the bug class
 behind per-micro-batch token means).
 
-Modes (names follow verl's `loss_agg_mode` with `_` for `-`):
+Aggregations (names follow verl's `loss_agg_mode` with `_` for `-`); a recipe passes the
+function itself as `Objective.aggregate`:
 
 | mode                      | loss_sum                         | denominator          |
 |---------------------------|----------------------------------|----------------------|
@@ -37,8 +38,6 @@ import numbers
 import jax.numpy as jnp
 
 from grpojax.objectives import masked
-
-MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
 
 
 def _num_valid_sequences(mask_bt, dtype):
@@ -89,7 +88,7 @@ def seq_mean_token_sum(loss_bt, mask_bt):
   return loss_sum, _num_valid_sequences(mask_bt, loss_sum.dtype)
 
 
-def seq_mean_token_sum_norm(loss_bt, mask_bt, *, max_len):
+def seq_mean_token_sum_norm(loss_bt, mask_bt, *, max_len=None):
   """Σ_b Σ_t m·ℓ over (#valid sequences · L_max): Dr. GRPO's constant normaliser.
 
   L = (1/N) Σ_i Σ_t ℓ_{i,t} / L_max (arXiv 2503.20783), as TRL `dr_grpo` and SkyRL
@@ -98,11 +97,15 @@ def seq_mean_token_sum_norm(loss_bt, mask_bt, *, max_len):
   Args:
     loss_bt: unreduced per-token loss [..., T].
     mask_bt: 0/1 loss mask, same shape.
-    max_len: the constant L_max (Dr. GRPO: the generation budget), a positive number.
+    max_len: the constant L_max (Dr. GRPO: the generation budget), a positive number; None
+      (default) takes the padded response length T, which is the generation budget when the
+      batch holds rollouts of `max_new_tokens` tokens.
 
   Returns:
     `(loss_sum, denominator)` scalars.
   """
+  if max_len is None:
+    max_len = loss_bt.shape[-1]
   _check_max_len(max_len)
   loss_sum = masked.masked_sum(loss_bt, mask_bt)
   return loss_sum, _num_valid_sequences(mask_bt, loss_sum.dtype) * max_len
@@ -111,35 +114,6 @@ def seq_mean_token_sum_norm(loss_bt, mask_bt, *, max_len):
 def _check_max_len(max_len):
   if not (isinstance(max_len, numbers.Real) and not isinstance(max_len, bool) and max_len > 0):
     raise ValueError(f"max_len must be a positive number, got {max_len!r}.")
-
-
-def aggregate(loss_bt, mask_bt, *, mode, max_len=None):
-  """Reduces a per-token loss to `(loss_sum, denominator)` according to `mode`.
-
-  Args:
-    loss_bt: unreduced per-token loss [..., T].
-    mask_bt: 0/1 loss mask, same shape.
-    mode: one of `MODES`.
-    max_len: L_max, required by (and only used by) `seq_mean_token_sum_norm`; validated
-      whenever it is given.
-
-  Returns:
-    `(loss_sum, denominator)` scalars; pass their sums over micro-batches to `finalize`.
-
-  Raises:
-    ValueError: unknown `mode`, or a missing / non-positive `max_len`.
-  """
-  if mode not in MODES:
-    raise ValueError(f"Unknown aggregation mode {mode!r}; valid modes are {', '.join(MODES)}.")
-  if max_len is not None:
-    _check_max_len(max_len)
-  if mode == "token_mean":
-    return token_mean(loss_bt, mask_bt)
-  if mode == "seq_mean_token_mean":
-    return seq_mean_token_mean(loss_bt, mask_bt)
-  if mode == "seq_mean_token_sum":
-    return seq_mean_token_sum(loss_bt, mask_bt)
-  return seq_mean_token_sum_norm(loss_bt, mask_bt, max_len=max_len)
 
 
 def finalize(loss_sum, denominator):

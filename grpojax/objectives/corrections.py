@@ -43,7 +43,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from grpojax.objectives import masked, regularizers
+from grpojax.objectives import masked
 
 LEVELS = ("token", "sequence")
 MODES = ("truncate", "mask")
@@ -151,8 +151,8 @@ def mismatch_correction(
     the new 0/1 loss mask [B, T] (mask dtype), and scalar metrics measured over valid tokens
     (token level) or valid sequences (sequence level):
       is_ratio_mean, is_ratio_max: of ρ;
-      is_frac_truncated (truncate) or is_frac_masked (mask): fraction with ρ outside the band;
-      mismatch_k3_kl: token mean of ρ_t − 1 − log ρ_t, the k3 estimate of KL(π_samp ‖ π_old).
+      is_frac_truncated (truncate) or is_frac_masked (mask): fraction with ρ outside the band.
+    (The mismatch itself is logged by the trainer for every run: `mismatch/*`.)
   """
   _check_choice("mode", mode, MODES)
   _check_thresholds(low, high)
@@ -179,11 +179,6 @@ def mismatch_correction(
 
   metrics = _ratio_metrics(ratio_bt, outside_bt, valid_bt, level=level)
   metrics["is_frac_truncated" if mode == "truncate" else "is_frac_masked"] = metrics.pop("frac")
-  token_log_ratio_bt = mismatch_log_ratio(
-    old_logprobs_bt, sampler_logprobs_bt, mask_bt, level="token", log_ratio_clip=log_ratio_clip
-  )
-  k3_bt = regularizers.k3_from_log_ratio(token_log_ratio_bt)
-  metrics["mismatch_k3_kl"] = masked.masked_mean(k3_bt, valid_bt)
   return weights_bt, new_mask_bt, metrics
 
 

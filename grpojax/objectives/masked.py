@@ -4,6 +4,7 @@ All take a value array and a same-shape (or broadcastable) 0/1 mask; fully maske
 never NaN, so that all-padding rows and empty micro-batches stay finite.
 """
 
+import jax
 import jax.numpy as jnp
 
 
@@ -27,3 +28,16 @@ def masked_max(x, mask, axis=None):
 def masked_min(x, mask, axis=None):
   """Min of `x` over the set entries of `mask`; 0 where nothing is set."""
   return -masked_max(-x, mask, axis)
+
+
+def sanitize(x, valid, *, differentiable=False):
+  """float32 copy of `x` with entries off `valid` set to 0 (stop-gradient unless
+  `differentiable`).
+
+  `where` rather than a product, so that ±inf or NaN in padding reach neither values nor
+  gradients.
+  """
+  x = jnp.asarray(x).astype(jnp.float32)
+  if not differentiable:
+    x = jax.lax.stop_gradient(x)
+  return jnp.where(valid, x, 0.0)

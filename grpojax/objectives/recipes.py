@@ -1,498 +1,684 @@
-"""Named recipes (GRPO, DAPO, GSPO, ...) as configs of the objective chain, and `make`.
+"""Named recipes (GRPO, DAPO, GSPO, ...) as plain functions returning an `Objective`.
 
-A recipe is a choice of pieces and hyper-parameters for the chain in `compose` (advantage ->
-correction -> token filter -> surrogate -> KL / entropy -> aggregation), plus the sampler/data
-settings the trainer reads (DAPO's dynamic sampling and overlong shaping). The defaults are the
-papers'; where a source is uncertain the choice is ours and README.md says so.
+A recipe's keyword signature is the only place its defaults are written: `default_config(name)`
+reads them (`objectives.config`), a config overrides them field by field, and the recipe is
+called with the result. Defaults are the papers'; where a source is uncertain the choice is ours,
+marked [ours] here and explained in README.md. A new variant is a new function of the same shape
+(in any module: `objective.recipe = "my_pkg.recipes:my_variant"`), usually a few lines chaining
+existing transforms with one new one.
 
-Config schema (`default_config(recipe)` returns it with every field filled):
-
-  objective.recipe = 'dapo'                  # one of RECIPES
-  objective.advantage = ConfigDict(name='grpo', eps=1e-6, ddof=1)        # compose.ADVANTAGES
-  objective.correction = ConfigDict(name='none')   # 'tis' | 'mis' | 'opsm'; compose.CORRECTIONS
-  objective.token_filter = ConfigDict(name='none') # 'stapo'; compose.TOKEN_FILTERS
-  objective.surrogate = ConfigDict(name='ppo_clip', epsilon_low=0.2, epsilon_high=0.28,
-                                   dual_clip_c=10.0)                     # compose.SURROGATES
-  objective.kl = ConfigDict(coef=0.0, kind='k3', controller='fixed', target=0.1, rate=0.1,
-                            max_error=0.2)
-  objective.entropy_coef = 0.0
-  objective.aggregation = 'token_mean'       # aggregation.MODES
-  objective.dynamic_sampling = ConfigDict(enabled=True, oversample_factor=3.0,
-                                          max_num_gen_batches=10)       # trainer's, carried
-  objective.overlong = ConfigDict(enabled=True, max_len=20480, cache=4096,
-                                  penalty_factor=1.0)                    # trainer's, carried
-
-Filling rules (`resolve`): a field that is absent or None takes the recipe's default. A piece
-stage whose `name` differs from the recipe's takes that piece's own defaults (compose registries),
-so `surrogate=ConfigDict(name='sapo')` in a DAPO config gives SAPO with τ = 1.0 / 1.05. A resolved
-config never holds None: a disabled stage is 'none', a bound that a piece switches off with None is
-`inf` (ppo_clip `dual_clip_c`, cispo `epsilon_low`, flowrl `is_weight_clip`), and a correction's
-`low = 0` means no lower bound. Every value therefore has one fixed type, so command-line overrides
-(`--config.objective.surrogate.dual_clip_c=3`) work.
-
-Validation (`make`): unknown recipe, piece or field names, a value of the wrong type, and every
-value a piece rejects raise ValueError (`compose.ConfigError`) whose message starts with the field
-path, e.g. "objective.surrogate.epsilon_low: ppo_clip: epsilon_low must be >= 0, got -0.1.". The
-pieces' own checks are reused: `make` traces the composed functions once on tiny inputs
-(`jax.eval_shape`, no compilation), which runs every piece's eager hyper-parameter validation.
-
-DAPO's dynamic sampling (drop groups whose rewards are all equal, oversample until the batch is
-full) and overlong shaping (R_len = min(−(|y| − (L_max − L_cache)) / L_cache · penalty, 0) added to
-the reward, lengths in tokens) act on the sampler and rewards, so they are the trainer's; the
-objective only validates and carries them in `objective.config`.
+Every recipe takes the same three regulariser knobs: `kl_coef` (β of a KL penalty to the
+reference policy; 0 = no reference model), `kl_kind` (k1 | k2 | k3) and `entropy_coef` (an
+entropy bonus). Corrections for the sampler–trainer mismatch (`tis`, `mis`, `opsm`, below) are
+chosen apart, in `objective.correction`, and chained in front of any recipe.
 """
 
-import functools
-import numbers
-from typing import Any
+import math
 
-import jax
-import jax.numpy as jnp
-import ml_collections
+from grpojax.objectives import advantages as adv_lib
+from grpojax.objectives import (
+  aggregation,
+  base,
+  regression_losses,
+  selective_surrogates,
+  soft_surrogates,
+  surrogates,
+)
+from grpojax.objectives import regularizers as regularizers_lib
+from grpojax.objectives import transforms as t
 
-from grpojax.objectives import aggregation, compose
+INF = math.inf
 
-INF = compose.INF
-NONE = compose.NONE
 
-_DYNAMIC_SAMPLING = {"enabled": False, "oversample_factor": 3.0, "max_num_gen_batches": 10}
-# DAPO's 32B recipe: L_max = 20480, L_cache = 4096, penalty factor 1.0.
-_OVERLONG = {"enabled": False, "max_len": 20480, "cache": 4096, "penalty_factor": 1.0}
+def _none_if_inf(value):
+  """Config values are never None: an infinite bound is 'no bound' (the piece's None)."""
+  return None if value == INF else value
 
-# Each recipe gives every stage's piece name; listed hyper-parameters override the piece's
-# registry defaults (they are written out even where equal, so the paper's values are visible).
-# [ours] marks a choice no source settles (see README.md).
-_RECIPES: dict[str, dict[str, Any]] = {
-  # DeepSeekMath, arXiv 2402.03300 (§1): z-score (verl: ddof 1, eps 1e-6), clip 0.2 [community
-  # default], β = 0.04 k3 in the loss, (1/G) Σ_i (1/|o_i|) Σ_t.
-  "grpo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "ppo_clip", "epsilon_low": 0.2, "epsilon_high": 0.2, "dual_clip_c": INF},
-    "kl": {"coef": 0.04, "kind": "k3"},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # Dr. GRPO, arXiv 2503.20783 (§2): no std, token sum over the constant L_max, β = 0.
-  "dr_grpo": {
-    "advantage": {"name": "dr_grpo"},
-    "surrogate": {"name": "ppo_clip", "epsilon_low": 0.2, "epsilon_high": 0.2, "dual_clip_c": INF},
-    "aggregation": "seq_mean_token_sum_norm",
-  },
-  # DAPO, arXiv 2503.14476 (§3): clip-higher 0.2/0.28, token-mean, no KL; the verl recipe also
-  # runs the dual clip with clip_ratio_c = 10; dynamic sampling and overlong shaping on.
-  "dapo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {
-      "name": "ppo_clip",
-      "epsilon_low": 0.2,
-      "epsilon_high": 0.28,
-      "dual_clip_c": 10.0,
-    },
-    "aggregation": "token_mean",
-    "dynamic_sampling": {"enabled": True, "oversample_factor": 3.0, "max_num_gen_batches": 10},
-    "overlong": {"enabled": True, "max_len": 20480, "cache": 4096, "penalty_factor": 1.0},
-  },
-  # GSPO, arXiv 2507.18071 (§5): sequence ratio, ε = 3e-4 / 4e-4, (1/G) Σ_i, no KL.
-  "gspo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "gspo", "epsilon_low": 3e-4, "epsilon_high": 4e-4},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # GSPO-token, arXiv 2507.18071 §4.3 (verl/tunix form).
-  "gspo_token": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "gspo_token", "epsilon_low": 3e-4, "epsilon_high": 4e-4},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # SAPO, arXiv 2511.20347 (§6): soft gate τ_pos = 1.0, τ_neg = 1.05, (1/G) Σ_i (1/|y_i|) Σ_t.
-  "sapo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "sapo", "tau_pos": 1.0, "tau_neg": 1.05},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # CISPO, arXiv 2506.13585 (§7): detached clipped IS weight, no lower bound, ε_high = 0.2
-  # [verl example; M1's own value unconfirmed], token-mean (1/Σ|o_i|), no KL.
-  "cispo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "cispo", "epsilon_low": INF, "epsilon_high": 0.2, "bound": "relative"},
-    "aggregation": "token_mean",
-  },
-  # MASPO, arXiv 2602.17550 (§8): official code defaults, token-mean, no KL.
-  "maspo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {
-      "name": "maspo",
-      "sigma_base": 1.0,
-      "alpha": 0.3,
-      "sigma_high": 10.0,
-      "adv_low": 0.1,
-      "adv_high": 10.0,
-      "beta_pos": 0.03,
-      "beta_neg": 0.03,
-    },
-    "aggregation": "token_mean",
-  },
-  # STAPO, arXiv 2602.15620 (§9): S2T mask (τ_p = 0.01, τ_h = 5% entropy quantile, π_θ's
-  # probability) then GRPO's clip 0.2, renormalised over kept tokens [ours: token-mean, no KL].
-  "stapo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "token_filter": {
-      "name": "stapo",
-      "prob_threshold": 0.01,
-      "entropy_rule": "quantile",
-      "entropy_quantile": 0.05,
-      "use_old_probs": False,
-    },
-    "surrogate": {"name": "ppo_clip", "epsilon_low": 0.2, "epsilon_high": 0.2, "dual_clip_c": INF},
-    "aggregation": "token_mean",
-  },
-  # ProGRPO, arXiv 2602.05281 (§10): ARM advantage over T_low (20%) [ours: α = 0.1, c(q) = group
-  # mean answer confidence unless prompt log-probs are given], then GRPO [ours: no KL].
-  "progrpo": {
-    "advantage": {
-      "name": "progrpo",
-      "alpha": 0.1,
-      "low_prob_fraction": 0.2,
-      "correct_threshold": 0.5,
-      "correct_only": False,
-      "eps": 1e-6,
-      "ddof": 1,
-    },
-    "surrogate": {"name": "ppo_clip", "epsilon_low": 0.2, "epsilon_high": 0.2, "dual_clip_c": INF},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # VESPO, arXiv 2602.10693 (§19): kernel (k, λ) = (2, 3) / (3, 2), token-mean, no KL.
-  "vespo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {
-      "name": "vespo",
-      "k_pos": 2.0,
-      "lambda_pos": 3.0,
-      "k_neg": 3.0,
-      "lambda_neg": 2.0,
-      "include_sampler_ratio": False,
-    },
-    "aggregation": "token_mean",
-  },
-  # GMPO, arXiv 2507.20673 (verl geo_mean): log-space clip 0.4, mean_i L_i.
-  "gmpo": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "gmpo", "epsilon_low": 0.4, "epsilon_high": 0.4},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # Clip-Cov, arXiv 2505.22617 (verl defaults): ratio 2e-4, band (1, 5), clip 0.2.
-  "clip_cov": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {
-      "name": "clip_cov",
-      "epsilon_low": 0.2,
-      "epsilon_high": 0.2,
-      "clip_cov_ratio": 2e-4,
-      "clip_cov_lb": 1.0,
-      "clip_cov_ub": 5.0,
-    },
-    "aggregation": "token_mean",
-  },
-  # KL-Cov, arXiv 2505.22617: top 2e-4 by covariance get |Δ| with coefficient 1.0
-  # (verl's code fallback; its actor.yaml says 0.1), no ratio clip.
-  "kl_cov": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "kl_cov", "kl_cov_ratio": 2e-4, "kl_coef": 1.0},
-    "aggregation": "token_mean",
-  },
-  # OAPL, arXiv 2602.19362 (§20): target r − V̂*(x) with β1 = 1.0, (β2 S_i − target)² with
-  # β2 = 1e-3 against the sampler's (lagged) log-probs, mean_i L_i.
-  "oapl": {
-    "advantage": {"name": "oapl", "beta1": 1.0},
-    "surrogate": {"name": "oapl", "beta2": 1e-3},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # FlowRL, arXiv 2509.15207 (§26): trajectory balance with β = 15, unclipped IS weight (the
-  # code; the paper clips), GRPO advantage as the log-reward, mean_i L_i.
-  "flowrl": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "flowrl", "beta": 15.0, "is_weight_clip": INF},
-    "aggregation": "seq_mean_token_mean",
-  },
-  # REINFORCE (Williams 1992; the GPG loss, arXiv 2504.02546) [ours: GRPO's group z-score as
-  # the baseline, token-mean], no trust region.
-  "reinforce": {
-    "advantage": {"name": "grpo", "eps": 1e-6, "ddof": 1},
-    "surrogate": {"name": "reinforce"},
-    "aggregation": "token_mean",
-  },
-  # RLOO, arXiv 2402.14740: leave-one-out baseline, REINFORCE on the whole sequence (token sum,
-  # mean over sequences) [RECALL].
-  "rloo": {
-    "advantage": {"name": "rloo"},
-    "surrogate": {"name": "reinforce"},
-    "aggregation": "seq_mean_token_sum",
-  },
+
+def _objective(
+  advantage, policy_terms, aggregate, *, kl_coef, kl_kind, entropy_coef, kl_target=0.0
+):
+  """advantage -> policy terms -> KL to the reference -> entropy bonus -> aggregation."""
+  regularizers = []
+  if kl_target > 0:
+    regularizers.append(
+      t.adaptive_kl_penalty(kl_coef=kl_coef, kl_target=kl_target, kl_kind=kl_kind)
+    )
+  elif kl_coef > 0:
+    regularizers.append(t.kl_penalty(kl_coef=kl_coef, kl_kind=kl_kind))
+  else:
+    regularizers_lib.check_kl(kl_coef, kl_kind)
+  if entropy_coef > 0:
+    regularizers.append(t.entropy_bonus(entropy_coef=entropy_coef))
+  elif entropy_coef < 0 or not math.isfinite(entropy_coef):
+    raise ValueError(f"entropy_coef must be >= 0 and finite, got {entropy_coef!r}.")
+  return base.Objective(
+    advantage=advantage, terms=base.chain(*policy_terms, *regularizers), aggregate=aggregate
+  )
+
+
+def _zscore(eps, ddof):
+  return t.group_advantages(adv_lib.grpo_advantages, eps=eps, ddof=ddof)
+
+
+def _ppo_clip(epsilon_low, epsilon_high, dual_clip_c):
+  return t.policy_loss(
+    surrogates.ppo_clip,
+    epsilon_low=epsilon_low,
+    epsilon_high=epsilon_high,
+    dual_clip_c=_none_if_inf(dual_clip_c),
+  )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes.
+# ---------------------------------------------------------------------------------------------
+
+
+def grpo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  dual_clip_c: float = INF,
+  kl_coef: float = 0.04,
+  kl_kind: str = "k3",
+  kl_target: float = 0.0,
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """GRPO, DeepSeekMath (arXiv 2402.03300): group z-score advantages (verl: ddof 1, eps 1e-6),
+  PPO clip 0.2 [community default], k3 KL β = 0.04 in the loss, (1/G) Σ_i (1/|o_i|) Σ_t.
+
+  `kl_target` > 0 moves β with Ziegler et al.'s proportional controller (arXiv 1909.08593)
+  towards that token-mean KL, starting from `kl_coef`.
+  """
+  return _objective(
+    _zscore(eps, ddof),
+    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    kl_target=kl_target,
+    entropy_coef=entropy_coef,
+  )
+
+
+def dr_grpo(
+  *,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  dual_clip_c: float = INF,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """Dr. GRPO (arXiv 2503.20783): no std normalisation, token sums over the constant L_max (the
+  generation budget: the padded completion length), β = 0."""
+  return _objective(
+    t.group_advantages(adv_lib.dr_grpo_advantages),
+    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+    aggregation.seq_mean_token_sum_norm,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def dapo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.28,
+  dual_clip_c: float = 10.0,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """DAPO (arXiv 2503.14476): clip-higher 0.2/0.28, token-mean, no KL; the verl recipe's dual
+  clip c = 10. Dynamic sampling and overlong shaping act on the data, not the loss: configs set
+  `rollout.refill` and `reward.overlong` (see configs/dapo.py)."""
+  return _objective(
+    _zscore(eps, ddof),
+    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def gspo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 3e-4,
+  epsilon_high: float = 4e-4,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """GSPO (arXiv 2507.18071): the sequence ratio clipped at 3e-4 / 4e-4, (1/G) Σ_i, no KL."""
+  return _objective(
+    _zscore(eps, ddof),
+    [t.policy_loss(surrogates.gspo, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def gspo_token(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 3e-4,
+  epsilon_high: float = 4e-4,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """GSPO-token (arXiv 2507.18071 §4.3, the verl/tunix form)."""
+  return _objective(
+    _zscore(eps, ddof),
+    [t.policy_loss(surrogates.gspo_token, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def sapo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  tau_pos: float = 1.0,
+  tau_neg: float = 1.05,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """SAPO (arXiv 2511.20347): soft gate τ_pos = 1.0, τ_neg = 1.05, (1/G) Σ_i (1/|y_i|) Σ_t."""
+  return _objective(
+    _zscore(eps, ddof),
+    [t.policy_loss(soft_surrogates.sapo, tau_pos=tau_pos, tau_neg=tau_neg)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def cispo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = INF,
+  epsilon_high: float = 0.2,
+  bound: str = "relative",
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """CISPO (MiniMax-M1, arXiv 2506.13585): detached clipped IS weight with no lower bound,
+  ε_high = 0.2 [verl example; M1's own value unconfirmed], token-mean, no KL."""
+  return _objective(
+    _zscore(eps, ddof),
+    [
+      t.policy_loss(
+        soft_surrogates.cispo,
+        epsilon_low=_none_if_inf(epsilon_low),
+        epsilon_high=epsilon_high,
+        bound=bound,
+      )
+    ],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def maspo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  sigma_base: float = 1.0,
+  alpha: float = 0.3,
+  sigma_high: float = 10.0,
+  adv_low: float = 0.1,
+  adv_high: float = 10.0,
+  beta_pos: float = 0.03,
+  beta_neg: float = 0.03,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """MASPO (arXiv 2602.17550): the official code's defaults, token-mean, no KL."""
+  surrogate = t.policy_loss(
+    soft_surrogates.maspo,
+    sigma_base=sigma_base,
+    alpha=alpha,
+    sigma_high=sigma_high,
+    adv_low=adv_low,
+    adv_high=adv_high,
+    beta_pos=beta_pos,
+    beta_neg=beta_neg,
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [surrogate],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def stapo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  prob_threshold: float = 0.01,
+  entropy_rule: str = "quantile",
+  entropy_quantile: float = 0.05,
+  entropy_threshold: float = 0.0,
+  use_old_probs: bool = False,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """STAPO (arXiv 2602.15620): the S2T mask (τ_p = 0.01, τ_h = the 5% entropy quantile of the
+  batch, on π_θ's probability) then GRPO's clip 0.2, renormalised over the kept tokens
+  [ours: token-mean, no KL]. `entropy_rule` "fixed" uses `entropy_threshold` (> 0) as τ_h."""
+  if entropy_rule not in ("quantile", "fixed"):
+    raise ValueError(f"entropy_rule must be 'quantile' or 'fixed', got {entropy_rule!r}.")
+  if entropy_rule == "fixed" and not entropy_threshold > 0:
+    raise ValueError(
+      f"entropy_threshold must be > 0 with entropy_rule='fixed', got {entropy_threshold}."
+    )
+  filter_ = t.token_filter(
+    selective_surrogates.stapo_mask,
+    probs="old_logprobs" if use_old_probs else "logprobs",
+    extras=("entropy",),
+    prob_threshold=prob_threshold,
+    entropy_quantile=entropy_quantile,
+    entropy_threshold=entropy_threshold if entropy_rule == "fixed" else None,
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [filter_, _ppo_clip(epsilon_low, epsilon_high, INF)],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def progrpo(
+  *,
+  alpha: float = 0.1,
+  low_prob_fraction: float = 0.2,
+  correct_threshold: float = 0.5,
+  correct_only: bool = False,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """ProGRPO (arXiv 2602.05281): the ARM advantage over T_low (20%) [ours: α = 0.1; c(q) = the
+  group's mean answer confidence], then GRPO's clip [ours: no KL]."""
+  advantage = t.progrpo_advantages(
+    alpha=alpha,
+    low_prob_fraction=low_prob_fraction,
+    correct_threshold=correct_threshold,
+    correct_only=correct_only,
+    eps=eps,
+    ddof=ddof,
+  )
+  return _objective(
+    advantage,
+    [_ppo_clip(epsilon_low, epsilon_high, INF)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def vespo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  k_pos: float = 2.0,
+  lambda_pos: float = 3.0,
+  k_neg: float = 3.0,
+  lambda_neg: float = 2.0,
+  include_sampler_ratio: bool = False,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """VESPO (arXiv 2602.10693): the kernel (k, λ) = (2, 3) / (3, 2), token-mean, no KL.
+  `include_sampler_ratio` folds π_old/π_samp into the sequence weight (its official option)."""
+  surrogate = t.policy_loss(
+    soft_surrogates.vespo,
+    extras={"rollout_logprobs": "sampler_logprobs"} if include_sampler_ratio else (),
+    k_pos=k_pos,
+    lambda_pos=lambda_pos,
+    k_neg=k_neg,
+    lambda_neg=lambda_neg,
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [surrogate],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def gmpo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.4,
+  epsilon_high: float = 0.4,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """GMPO (arXiv 2507.20673, verl `geo_mean`): log-space clip 0.4, mean_i L_i."""
+  return _objective(
+    _zscore(eps, ddof),
+    [t.policy_loss(surrogates.gmpo, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def clip_cov(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  clip_cov_ratio: float = 2e-4,
+  clip_cov_lb: float = 1.0,
+  clip_cov_ub: float = 5.0,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """Clip-Cov (arXiv 2505.22617, verl defaults): ratio 2e-4, band (1, 5), clip 0.2."""
+  surrogate = t.policy_loss(
+    selective_surrogates.clip_cov,
+    extras=("key",),
+    epsilon_low=epsilon_low,
+    epsilon_high=epsilon_high,
+    clip_cov_ratio=clip_cov_ratio,
+    clip_cov_lb=clip_cov_lb,
+    clip_cov_ub=clip_cov_ub,
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [surrogate],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def kl_cov(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  kl_cov_ratio: float = 2e-4,
+  kl_cov_coef: float = 1.0,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """KL-Cov (arXiv 2505.22617): the top 2e-4 tokens by covariance get |Δ| with coefficient 1.0
+  (verl's code fallback; its actor.yaml says 0.1), no ratio clip."""
+  surrogates.check_hparam("kl_cov", "kl_cov_coef", kl_cov_coef, lambda v: v >= 0, ">= 0")
+  surrogate = t.policy_loss(
+    selective_surrogates.kl_cov, kl_cov_ratio=kl_cov_ratio, kl_coef=kl_cov_coef
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [surrogate],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def oapl(
+  *,
+  beta1: float = 1.0,
+  beta2: float = 1e-3,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """OAPL (arXiv 2602.19362): target r − V̂*(x) with β1 = 1.0, (β2 S_i − target)² with
+  β2 = 1e-3 against the sampler's (lagged) log-probs, mean_i L_i."""
+  return _objective(
+    t.group_advantages(adv_lib.oapl_advantages, beta1=beta1),
+    [t.policy_loss(regression_losses.oapl_loss, behaviour="sampler_logprobs", beta2=beta2)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def flowrl(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  beta: float = 15.0,
+  is_weight_clip: float = INF,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """FlowRL (arXiv 2509.15207): trajectory balance with β = 15 against a learned log Z (the
+  log-Z head), the GRPO advantage as the log-reward, the unclipped IS weight (the code; the paper
+  clips: `is_weight_clip`), mean_i L_i. The reference policy enters the residual."""
+  surrogate = t.policy_loss(
+    regression_losses.flowrl_loss,
+    extras=("log_z", "ref_logprobs"),
+    beta=beta,
+    is_weight_clip=_none_if_inf(is_weight_clip),
+  )
+  return _objective(
+    _zscore(eps, ddof),
+    [surrogate],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def reinforce(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """REINFORCE (Williams 1992; the GPG loss, arXiv 2504.02546) [ours: GRPO's group z-score as
+  the baseline, token-mean], no trust region."""
+  return _objective(
+    _zscore(eps, ddof),
+    [t.policy_loss(surrogates.reinforce)],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def rloo(*, kl_coef: float = 0.0, kl_kind: str = "k3", entropy_coef: float = 0.0) -> base.Objective:
+  """RLOO (arXiv 2402.14740): leave-one-out baseline, REINFORCE on the whole sequence (token
+  sum, mean over sequences) [RECALL]."""
+  return _objective(
+    t.group_advantages(adv_lib.rloo_advantages),
+    [t.policy_loss(surrogates.reinforce)],
+    aggregation.seq_mean_token_sum,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def reinforce_pp(
+  *,
+  baseline: bool = False,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """REINFORCE++ (arXiv 2501.03262): rewards whitened over the whole batch (with `baseline`,
+  after subtracting the group mean: REINFORCE++-baseline), PPO clip, token-mean [ours: the
+  paper's per-token KL reward penalty is not applied; `kl_coef` adds a KL loss instead]."""
+  estimator = (
+    adv_lib.reinforce_pp_baseline_advantages if baseline else adv_lib.reinforce_pp_advantages
+  )
+  return _objective(
+    t.group_advantages(estimator, eps=eps, ddof=ddof),
+    [_ppo_clip(epsilon_low, epsilon_high, INF)],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def pass_at_k(
+  *,
+  k: int = 4,
+  eps: float = 1e-6,
+  correct_threshold: float = 0.5,
+  epsilon_low: float = 0.2,
+  epsilon_high: float = 0.2,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """Pass@k training (arXiv 2508.10751): the analytical pass@k advantage, PPO clip,
+  (1/G) Σ_i (1/|o_i|) Σ_t [ours: clip and aggregation as GRPO's]. k must not exceed the group
+  size G (checked when the advantages are computed)."""
+  advantage = t.group_advantages(
+    adv_lib.pass_at_k_advantages, k=k, eps=eps, correct_threshold=correct_threshold
+  )
+  return _objective(
+    advantage,
+    [_ppo_clip(epsilon_low, epsilon_high, INF)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+RECIPES = {
+  fn.__name__: fn
+  for fn in (
+    grpo,
+    dr_grpo,
+    dapo,
+    gspo,
+    gspo_token,
+    sapo,
+    cispo,
+    maspo,
+    stapo,
+    progrpo,
+    vespo,
+    gmpo,
+    clip_cov,
+    kl_cov,
+    oapl,
+    flowrl,
+    reinforce,
+    rloo,
+    reinforce_pp,
+    pass_at_k,
+  )
 }
 
-RECIPES = tuple(_RECIPES)
-_FIELDS = (
-  "recipe",
-  "advantage",
-  "correction",
-  "token_filter",
-  "surrogate",
-  "kl",
-  "entropy_coef",
-  "aggregation",
-  "dynamic_sampling",
-  "overlong",
-)
-
-
-def _piece_stage(stage, overrides):
-  """Registry defaults of the named piece, with `overrides` on top."""
-  name = overrides["name"]
-  return {"name": name, **compose.REGISTRIES[stage][name].defaults, **overrides}
-
-
-def _recipe_dict(recipe):
-  """The full, explicit config of `recipe` as nested plain dicts."""
-  spec = _RECIPES[recipe]
-  out = {"recipe": recipe}
-  for stage in ("advantage", "correction", "token_filter", "surrogate"):
-    out[stage] = _piece_stage(stage, spec.get(stage, {"name": NONE}))
-  out["kl"] = {**compose.KL_DEFAULTS, **spec.get("kl", {})}
-  out["entropy_coef"] = spec.get("entropy_coef", 0.0)
-  out["aggregation"] = spec["aggregation"]
-  out["dynamic_sampling"] = {**_DYNAMIC_SAMPLING, **spec.get("dynamic_sampling", {})}
-  out["overlong"] = {**_OVERLONG, **spec.get("overlong", {})}
-  return out
-
-
-def default_config(recipe: str) -> ml_collections.ConfigDict:
-  """The full, explicit objective config of a named recipe (every knob, paper defaults).
-
-  Args:
-    recipe: one of `RECIPES`.
-
-  Returns:
-    A locked ConfigDict (a typo in a field name fails loudly). To change a stage's piece,
-    replace the whole sub-config, e.g. `config.surrogate = ConfigDict({'name': 'sapo'})`; the
-    fields left out are filled by `make`.
-
-  Raises:
-    ValueError: unknown recipe.
-  """
-  if recipe not in _RECIPES:
-    raise compose.ConfigError(
-      f"objective.recipe: unknown recipe {recipe!r}; valid recipes are {', '.join(RECIPES)}."
-    )
-  config = ml_collections.ConfigDict(_recipe_dict(recipe))
-  config.lock()
-  return config
-
 
 # ---------------------------------------------------------------------------------------------
-# Resolution: fill from the recipe, check names and types.
+# Corrections for the sampler–trainer mismatch, chained in front of any recipe.
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_dict(value, path):
-  """A ConfigDict / FrozenConfigDict / mapping as a plain dict (one level)."""
-  if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict, dict)):
-    return dict(value.items())
-  raise compose.ConfigError(f"{path}: expected a ConfigDict, got {value!r}.")
-
-
-def _checked(value, default, path):
-  """`value`, checked to have the type of `default` (ints may stand for floats)."""
-  if isinstance(default, bool):
-    ok = isinstance(value, bool)
-    kind = "a bool"
-  elif isinstance(default, numbers.Integral):
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    kind = "an int"
-  elif isinstance(default, numbers.Real):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    kind = "a number"
-    value = float(value) if ok else value
-  else:
-    ok = isinstance(value, str)
-    kind = "a string"
-  if not ok:
-    raise compose.ConfigError(f"{path}: expected {kind}, got {value!r}.")
-  return int(value) if kind == "an int" else value
-
-
-def _fill(user, defaults, path, what, hint=""):
-  """`defaults` with the non-None values of `user` (a sub-config or None) on top."""
-  out = dict(defaults)
-  if user is None:
-    return out
-  for field, value in _as_dict(user, path).items():
-    if field not in defaults:
-      raise compose.ConfigError(
-        f"{path}.{field}: unknown field for {what}; valid fields are "
-        f"{', '.join(sorted(defaults)) or '(none)'}.{hint}"
-      )
-    if value is not None:
-      out[field] = _checked(value, defaults[field], f"{path}.{field}")
-  return out
-
-
-def _fill_piece(stage, user, recipe_stage, path):
-  """Resolves a piece stage: the user's name (or the recipe's), then defaults, then overrides."""
-  registry = compose.REGISTRIES[stage]
-  name = None if user is None else _as_dict(user, path).get("name")
-  if name is None:
-    name = recipe_stage["name"]
-  if not isinstance(name, str) or name not in registry:
-    raise compose.ConfigError(
-      f"{path}.name: unknown {stage} {name!r}; valid names are {', '.join(registry)}."
-    )
-  if name == recipe_stage["name"]:
-    return _fill(user, recipe_stage, path, f"{stage} {name!r}")
-  hint = (
-    f" To switch from the recipe's {recipe_stage['name']!r}, replace the whole sub-config, "
-    f"e.g. {path} = ConfigDict({{'name': {name!r}}}); fields of another piece do not carry over."
-  )
-  return _fill(user, _piece_stage(stage, {"name": name}), path, f"{stage} {name!r}", hint)
-
-
-def resolve(config, *, path: str = "objective") -> ml_collections.FrozenConfigDict:
-  """Fills a (partial) objective config from its recipe and checks names and types.
-
-  Args:
-    config: ConfigDict (or dict) with at least `recipe`; see the module docstring.
-    path: where the config sits in the experiment config, for error messages.
-
-  Returns:
-    The full config, frozen, with every field explicit.
-
-  Raises:
-    ValueError: unknown recipe, piece or field, or a value of the wrong type; the message starts
-      with the field path.
-  """
-  user = _as_dict(config, path)
-  recipe = user.get("recipe")
-  if recipe not in _RECIPES:
-    raise compose.ConfigError(
-      f"{path}.recipe: unknown recipe {recipe!r}; valid recipes are {', '.join(RECIPES)}."
-    )
-  for field in user:
-    if field not in _FIELDS:
-      raise compose.ConfigError(
-        f"{path}.{field}: unknown field; valid fields are {', '.join(_FIELDS)}."
-      )
-  base = _recipe_dict(recipe)
-  out = {"recipe": recipe}
-  for field in _FIELDS[1:]:
-    value, default, where = user.get(field), base[field], f"{path}.{field}"
-    if field in compose.REGISTRIES:
-      out[field] = _fill_piece(field, value, default, where)
-    elif isinstance(default, dict):
-      out[field] = _fill(value, default, where, field)
-    else:
-      out[field] = default if value is None else _checked(value, default, where)
-  return ml_collections.FrozenConfigDict(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation of the fields no piece checks, and `make`.
-# ---------------------------------------------------------------------------------------------
-
-
-def _require(condition, path, message):
-  if not condition:
-    raise compose.ConfigError(f"{path}: {message}")
-
-
-def _validate_own_fields(config, path):
-  """Checks the fields that belong to the chain or the trainer rather than to a piece."""
-  _require(
-    config.aggregation in aggregation.MODES,
-    f"{path}.aggregation",
-    f"unknown mode {config.aggregation!r}; valid modes are {', '.join(aggregation.MODES)}.",
-  )
-  _require(
-    0 <= config.entropy_coef < INF,
-    f"{path}.entropy_coef",
-    f"must be >= 0 and finite, got {config.entropy_coef}.",
-  )
-  sampling, where = config.dynamic_sampling, f"{path}.dynamic_sampling"
-  _require(
-    1 <= sampling.oversample_factor < INF,
-    f"{where}.oversample_factor",
-    f"must be >= 1 and finite, got {sampling.oversample_factor}.",
-  )
-  _require(
-    sampling.max_num_gen_batches >= 0,
-    f"{where}.max_num_gen_batches",
-    f"must be >= 0 (0: no limit), got {sampling.max_num_gen_batches}.",
-  )
-  overlong, where = config.overlong, f"{path}.overlong"
-  _require(overlong.max_len > 0, f"{where}.max_len", f"must be > 0, got {overlong.max_len}.")
-  _require(
-    0 < overlong.cache <= overlong.max_len,
-    f"{where}.cache",
-    f"must lie in (0, max_len={overlong.max_len}], got {overlong.cache}.",
-  )
-  _require(
-    0 <= overlong.penalty_factor < INF,
-    f"{where}.penalty_factor",
-    f"must be >= 0 and finite, got {overlong.penalty_factor}.",
+def tis(
+  *,
+  high: float = 2.0,
+  low: float = 0.0,
+  level: str = "token",
+  seq_ratio: str = "product",
+  log_ratio_clip: float = 20.0,
+) -> base.LossTransform:
+  """Truncated importance sampling (Yao et al. 2025; verl/tunix cap C = 2.0):
+  w = min(π_old/π_samp, high), or clip(·, low, high) with `low` > 0."""
+  return t.mismatch_correction(
+    mode="truncate",
+    high=high,
+    low=None if low == 0 else low,
+    level=level,
+    seq_ratio=seq_ratio,
+    log_ratio_clip=log_ratio_clip,
   )
 
 
-def _probe(objective):
-  """Traces advantages and loss once on tiny inputs with every optional input present.
-
-  `jax.eval_shape` compiles nothing; tracing runs each piece's eager hyper-parameter checks, and
-  `compose.config_errors` turns their ValueErrors into ones naming the config field.
-  """
-  k = objective.config.advantage.get("k", 1)
-  num_prompts, num_samples, num_tokens = 1, max(2, k), 2
-  rows = num_prompts * num_samples
-  ones_bt = jnp.ones((rows, num_tokens), jnp.float32)
-  jax.eval_shape(
-    functools.partial(objective.advantages, logprobs_bt=-ones_bt, mask_bt=ones_bt),
-    jnp.zeros((num_prompts, num_samples), jnp.float32),
+def mis(
+  *,
+  high: float = 5.0,
+  low: float = 0.5,
+  level: str = "token",
+  seq_ratio: str = "product",
+  log_ratio_clip: float = 20.0,
+) -> base.LossTransform:
+  """Masked importance sampling / IcePop (arXiv 2510.18855): tokens whose ratio leaves
+  [0.5, 5] (IcePop / OpenRLHF band) are dropped, the rest weighted by the ratio."""
+  return t.mismatch_correction(
+    mode="mask",
+    high=high,
+    low=None if low == 0 else low,
+    level=level,
+    seq_ratio=seq_ratio,
+    log_ratio_clip=log_ratio_clip,
   )
-  policy = compose.PolicyOutputs(
-    logprobs=-ones_bt, entropy=ones_bt, log_z=jnp.zeros((rows,)), values=ones_bt
-  )
-  batch = compose.LossBatch(
-    old_logprobs=-ones_bt,
-    sampler_logprobs=-ones_bt,
-    advantages=ones_bt,
-    mask=ones_bt,
-    ref_logprobs=-ones_bt,
-    rewards=jnp.zeros((rows,)),
-    max_len=num_tokens,
-  )
-  jax.eval_shape(objective.loss, policy, batch, objective.init(), jax.random.key(0))
 
 
-def make(config, *, path: str = "objective") -> compose.Objective:
-  """Builds the objective a config describes: resolve, validate, compose.
+def opsm(*, delta: float = 0.03) -> base.LossTransform:
+  """DeepSeek-V3.2's off-policy sequence mask (arXiv 2512.02556) [ours: δ = 0.03 nats per token;
+  no source gives their δ]."""
+  return t.off_policy_sequence_mask(delta=delta)
 
-  Usage (trainer):
 
-    objective = grpojax.objectives.make(config.objective)
-    adv_pg = objective.advantages(rewards_pg, valid_pg)          # [P, G], broadcast over tokens
-    state = objective.init()
-    loss_sum, denominator, metrics, state = objective.loss(policy, batch, state, key)
-
-  Args:
-    config: the objective ConfigDict: `default_config(recipe)`, possibly edited, or a partial
-      one naming at least `recipe` (see the module docstring).
-    path: where the config sits in the experiment config, for error messages.
-
-  Returns:
-    `compose.Objective(config, advantages, init, loss)` with `config` the resolved, frozen config
-    (the trainer reads `dynamic_sampling` and `overlong` from it).
-
-  Raises:
-    ValueError: a bad config; the message starts with the field path
-      (e.g. "objective.surrogate.epsilon_low").
-  """
-  resolved = resolve(config, path=path)
-  _validate_own_fields(resolved, path)
-  objective = compose.build(resolved, path=path)
-  _probe(objective)
-  return objective
+CORRECTIONS = {fn.__name__: fn for fn in (tis, mis, opsm)}

@@ -120,7 +120,7 @@ def flowrl_loss(
     )
   row_valid_b = surrogates.seq_valid(x.valid)
   log_z_b = jnp.where(row_valid_b, jnp.asarray(log_z).astype(jnp.float32), 0.0)
-  ref_bt = surrogates.sanitize(ref_logprobs, x.valid)
+  ref_bt = masked.sanitize(ref_logprobs, x.valid)
   residual_b = (
     log_z_b
     + surrogates.seq_mean(x.logprobs, x.valid)

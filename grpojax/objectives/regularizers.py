@@ -59,6 +59,22 @@ def _check_positive(name, value):
     raise ValueError(f"{name} must be a positive number, got {value!r}.")
 
 
+def check_kl(kl_coef, kl_kind, *, positive=False):
+  """Validates a KL term's settings; errors name `kl_coef` / `kl_kind`."""
+  if kl_kind not in KL_KINDS:
+    raise ValueError(
+      f"kl_kind: unknown KL estimator {kl_kind!r}; valid kinds are {', '.join(KL_KINDS)}."
+    )
+  ok = _is_real(kl_coef) and math.isfinite(kl_coef) and (kl_coef > 0 if positive else kl_coef >= 0)
+  if not ok:
+    need = (
+      "> 0 and finite (a multiplicative controller started at 0 stays at 0)"
+      if positive
+      else ">= 0 and finite"
+    )
+    raise ValueError(f"kl_coef must be {need}, got {kl_coef!r}.")
+
+
 def kl_estimate(
   logprobs_bt, ref_logprobs_bt, *, kind, log_ratio_clip=LOG_RATIO_CLIP, k3_clip=K3_CLIP
 ):

@@ -119,9 +119,9 @@ def stapo_mask(
     )
   surrogates.check_shapes(where, logprobs, advantages=advantages, mask=mask, entropy=entropy)
   valid_bt = jnp.asarray(mask) > 0
-  logprobs_bt = surrogates.sanitize(logprobs, valid_bt)
-  adv_bt = surrogates.sanitize(advantages, valid_bt)
-  entropy_bt = surrogates.sanitize(entropy, valid_bt)
+  logprobs_bt = masked.sanitize(logprobs, valid_bt)
+  adv_bt = masked.sanitize(advantages, valid_bt)
+  entropy_bt = masked.sanitize(entropy, valid_bt)
   if entropy_threshold is None:
     tau_h = _masked_quantile(entropy_bt, valid_bt, entropy_quantile)
   else:

@@ -343,7 +343,7 @@ def vespo(
   log_ratio_bt = surrogates.log_ratio(x)
   log_seq_b = masked.masked_sum(log_ratio_bt, x.valid, axis=-1)
   if rollout_logprobs is not None:
-    rollout_bt = surrogates.sanitize(rollout_logprobs, x.valid)
+    rollout_bt = masked.sanitize(rollout_logprobs, x.valid)
     log_seq_b = log_seq_b + masked.masked_sum(x.old_logprobs - rollout_bt, x.valid, axis=-1)
   log_seq_b = jax.lax.stop_gradient(
     jnp.clip(log_seq_b, -surrogates.LOG_RATIO_CLIP, surrogates.LOG_RATIO_CLIP)

@@ -113,15 +113,6 @@ class TokenInputs(NamedTuple):
   valid: jax.Array  # bool, mask > 0
 
 
-def sanitize(x_bt, valid_bt, *, differentiable=False):
-  """float32 copy of `x_bt` with padding set to 0 (stop-gradient unless `differentiable`)."""
-  x_bt = jnp.asarray(x_bt).astype(jnp.float32)
-  if not differentiable:
-    x_bt = jax.lax.stop_gradient(x_bt)
-  # `where` (not a product) so that ±inf/NaN in padding reach neither values nor gradients.
-  return jnp.where(valid_bt, x_bt, 0.0)
-
-
 def prepare(where, logprobs, old_logprobs, advantages, mask, **extras):
   """Checks shapes (of the four inputs and of `extras`) and returns sanitised `TokenInputs`."""
   check_shapes(
@@ -129,9 +120,9 @@ def prepare(where, logprobs, old_logprobs, advantages, mask, **extras):
   )
   valid = jnp.asarray(mask) > 0
   return TokenInputs(
-    logprobs=sanitize(logprobs, valid, differentiable=True),
-    old_logprobs=sanitize(old_logprobs, valid),
-    advantages=sanitize(advantages, valid),
+    logprobs=masked.sanitize(logprobs, valid, differentiable=True),
+    old_logprobs=masked.sanitize(old_logprobs, valid),
+    advantages=masked.sanitize(advantages, valid),
     valid=valid,
   )
 

@@ -16,15 +16,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from grpojax.parallel import rules
+
 
 def row_sharding(data: NamedSharding, num_rows: int) -> NamedSharding:
   """`data` (rows split over the batch axes) when it divides `num_rows`, else replicated."""
-  spec = data.spec
-  if not spec or spec[0] is None:
-    return data
-  axes = (spec[0],) if isinstance(spec[0], str) else tuple(spec[0])
-  shards = int(np.prod([data.mesh.shape[a] for a in axes]))
-  if num_rows % shards:
+  if num_rows % rules.leading_shards(data):
     return NamedSharding(data.mesh, PartitionSpec())
   return data
 

@@ -45,11 +45,7 @@ class Layout:
   @property
   def batch_shards(self) -> int:
     """How many ways the batch axes split rows."""
-    spec = self.data.spec
-    if not spec or spec[0] is None:
-      return 1
-    axes = (spec[0],) if isinstance(spec[0], str) else spec[0]
-    return int(np.prod([self.mesh.shape[a] for a in axes]))
+    return rules_lib.leading_shards(self.data)
 
   def rows(self, num_rows: int) -> NamedSharding:
     """The sharding of a [num_rows, ...] batch (replicated when the split does not divide)."""

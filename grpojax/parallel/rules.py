@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from grpojax import types
+
 LogicalSpec = tuple[str | None, ...] | None
 MeshAxes = str | tuple[str, ...] | None
 
@@ -60,6 +62,8 @@ DEFAULT_PARAM_AXES: tuple[tuple[str, LogicalSpec], ...] = (
   # oddly-shaped (block scales), kept whole on every device.
   (r"lora_(a|b)", None),
   (r"quant_(values|scales|tensor_scale)", None),
+  # Heads (value, log Z, temperature) are small: whole on every device.
+  (r"heads/.*", None),
 )
 
 DEFAULT_LOGICAL_AXES: dict[str, MeshAxes] = {
@@ -106,25 +110,6 @@ DEFAULT_RULES = Rules()
 # for every new token; trading memory for them is the usual choice (vLLM, tunix, MaxText's
 # inference layouts). `reshard` moves parameters between the two layouts after each update.
 SAMPLE_RULES = Rules(logical_axes={**DEFAULT_LOGICAL_AXES, "embed": None})
-
-
-def path_to_str(path) -> str:
-  """A pytree key path as 'a/b/0/c', without NNX's trailing `value` attribute."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.DictKey):
-      parts.append(str(key.key))
-    elif isinstance(key, jax.tree_util.GetAttrKey):
-      parts.append(key.name)
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      parts.append(str(key.idx))
-    elif isinstance(key, jax.tree_util.FlattenedIndexKey):
-      parts.append(str(key.key))
-    else:
-      parts.append(str(key))
-  if parts and parts[-1] == "value":
-    parts.pop()
-  return "/".join(parts)
 
 
 def logical_spec(path: str, ndim: int, rules: Rules = DEFAULT_RULES) -> LogicalSpec:
@@ -197,7 +182,7 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules = DEFA
 
   def one(path, leaf):
     shape = tuple(leaf.shape)
-    spec = logical_spec(path_to_str(path), len(shape), rules)
+    spec = logical_spec(types.path_to_str(path), len(shape), rules)
     return NamedSharding(mesh, partition_spec(shape, spec, mesh, rules))
 
   return jax.tree_util.tree_map_with_path(one, abstract_state)
@@ -214,6 +199,19 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES) -> Nam
   if not axes:
     return NamedSharding(mesh, PartitionSpec())
   return NamedSharding(mesh, PartitionSpec(axes[0] if len(axes) == 1 else axes))
+
+
+def leading_shards(sharding: NamedSharding) -> int:
+  """How many ways `sharding` splits the leading (row) axis: the product of its mesh axes.
+
+  The one place the batch-shard count is computed: layouts, per-process row reads and the
+  config checks all call it.
+  """
+  spec = sharding.spec
+  if not spec or spec[0] is None:
+    return 1
+  axes = (spec[0],) if isinstance(spec[0], str) else tuple(spec[0])
+  return int(np.prod([sharding.mesh.shape[a] for a in axes]))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

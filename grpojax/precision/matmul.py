@@ -168,7 +168,7 @@ def fp8_matmul_prequantized(
 
   `wq = formats.quantize_fp8(w, fwd_dtype, w_block)` gives bit-identical results to
   `fp8_matmul(x, w, w_block=w_block)`'s forward, without re-quantising w in every call: the
-  sampler's copy stores its kernels this way (`precision.policy.rollout_converter`), so a
+  sampler's copy stores its kernels this way (`precision.transforms.sampler_params`), so a
   decode step reads one byte per weight and skips the amax/scale/cast pass. No gradient.
   """
   xq = formats.quantize_fp8(x, fwd_dtype, None if x_block is None else tuple(x_block))

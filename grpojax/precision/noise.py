@@ -32,9 +32,9 @@ import re
 import jax
 import jax.numpy as jnp
 
-from grpojax.parallel import rules
+from grpojax import types
 
-# Leaf paths as `rules.path_to_str` writes them: `layers/0/input_layernorm/scale`,
+# Leaf paths as `types.path_to_str` writes them: `layers/0/input_layernorm/scale`,
 # `layers/0/self_attn/q_norm/scale`, `norm/scale`.
 NORM_SCALE_PATTERN = r"norm/scale$"
 
@@ -121,7 +121,7 @@ def add_norm_noise(params, key: jax.Array, sigma, *, pattern: str = NORM_SCALE_P
     key: PRNG key; the noise is a deterministic function of it (one split per matching leaf, in
       tree order).
     sigma: σ, a Python float or a float32 scalar (may be traced).
-    pattern: regex searched in each leaf's path as written by `grpojax.parallel.rules.path_to_str`
+    pattern: regex searched in each leaf's path as written by `grpojax.types.path_to_str`
       (e.g. `layers/0/input_layernorm/scale`); the default matches every RMSNorm scale.
 
   Returns:
@@ -130,7 +130,7 @@ def add_norm_noise(params, key: jax.Array, sigma, *, pattern: str = NORM_SCALE_P
   """
   regex = re.compile(pattern)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  matched = [i for i, (path, _) in enumerate(leaves) if regex.search(rules.path_to_str(path))]
+  matched = [i for i, (path, _) in enumerate(leaves) if regex.search(types.path_to_str(path))]
   out = [leaf for _, leaf in leaves]
   if matched:
     sigma = jnp.asarray(sigma, jnp.float32)

@@ -1,225 +1,213 @@
-"""A model's precision policy, applied in place: FP8 matmuls, an FP32 LM head, a frozen
-quantised base with LoRA adapters (QeRL), and the LoRA merge for export.
+"""A policy's numerics as one value: FP8 matmuls, an FP32 LM head, a frozen quantised base with
+LoRA adapters (QeRL), and the sampler's pre-quantised FP8 copy.
 
-Every function edits attributes of the model's `Dense` layers, which are part of its graph
-definition: the sampler and the trainer built from one definition run the identical graph
-(Jet-RL's "unified precision flow", arXiv 2601.14243), and a different definition over the same
-parameters gives a deliberately different rollout graph (the "naive" FP8-rollout baseline).
+A `PrecisionPolicy` is given to the model at construction and becomes part of its graph
+definition, so a sampler and a trainer built with the same policy run the identical graph
+(Jet-RL's "unified precision flow", arXiv 2601.14243), while the same parameters under another
+policy give a deliberately different rollout graph (the "naive" FP8-rollout baseline,
+`sampler_policy(policy, matmul=...)`).
 
-Only the decoder layers' projections are touched: embeddings and the LM head stay in the compute
-dtype (or float32 with `lm_head_f32`), as in Jet-RL and QeRL (arXiv 2510.11696).
+Only the decoder layers' projections (paths `layers/<i>/self_attn/(q|k|v|o)_proj` and
+`layers/<i>/mlp/(gate|up|down)_proj`) are affected: embeddings and the LM head stay in the
+compute dtype (or float32 with `lm_head_f32`), as in Jet-RL and QeRL (arXiv 2510.11696).
+`PrecisionPolicy.projection(path)` gives each projection its own settings.
 """
 
+import dataclasses
+import math
 import re
 
-import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
-from grpojax.models import transformer
 from grpojax.precision import formats
 
 MATMULS = ("default", "fp8", "fp8_block")
+BASE_FORMATS = ("none", *formats.WEIGHT_FORMATS)
 DEFAULT_LORA_TARGETS = r"(q|k|v|o|gate|up|down)_proj"
+# How a projection stores its weight: a trainable kernel, a frozen quantised base in one of
+# `formats.WEIGHT_FORMATS`, or (the sampler's copy) e4m3 codes for `fp8_matmul_prequantized`.
+STORAGES = ("kernel", *formats.WEIGHT_FORMATS, "rollout_fp8")
+# Decoder-layer projections: the only paths a policy changes.
+_LAYER_PROJECTION = re.compile(r"^layers/\d+/(self_attn|mlp)/\w+_proj$")
 
 
-def _path_str(path) -> str:
-  return "/".join(str(p) for p in path)
+@dataclasses.dataclass(frozen=True)
+class ProjectionPrecision:
+  """How one projection stores its weight and multiplies.
+
+  Attributes:
+    matmul: "default" (the compute dtype), "fp8" (e4m3 forward with a per-tensor weight scale
+      and per-token activation scales, e5m2 gradients) or "fp8_block" (128x128 weight blocks,
+      1x128 activation groups; Jet-RL's granularity).
+    storage: one of `STORAGES`: "kernel" (a trainable `nnx.Param`); "fp8", "nvfp4" or "int4"
+      (frozen codes and scales of `formats.quantize_weight`, dequantised in the forward); or
+      "rollout_fp8" (the e4m3 codes and scale that `fp8_matmul` would compute from the kernel
+      in the compute dtype, multiplied directly; forward only).
+    lora_rank: r of the LoRA adapters A [in, r], B [r, out]; 0 for none.
+    lora_scale: alpha / r, the factor of x A B.
+  """
+
+  matmul: str = "default"
+  storage: str = "kernel"
+  lora_rank: int = 0
+  lora_scale: float = 0.0
+
+  @property
+  def w_block(self) -> tuple[int, int] | None:
+    """The FP8 weight block: (128, 128) for "fp8_block", else None (one per-tensor scale)."""
+    return formats.FP8_WEIGHT_BLOCK if self.matmul == "fp8_block" else None
 
 
-def layer_projections(model: transformer.Decoder, targets: str = DEFAULT_LORA_TARGETS):
-  """(path, Dense) of every decoder-layer projection whose name matches `targets` (a regex)."""
-  pattern = re.compile(rf"(^|/)(?:{targets})$")
-  found = []
-  for path, node in nnx.iter_graph(model):
-    if isinstance(node, transformer.Dense) and path and path[0] == "layers":
-      name = _path_str(path)
-      if pattern.search(name):
-        found.append((name, node))
-  return found
+@dataclasses.dataclass(frozen=True)
+class PrecisionPolicy:
+  """The numerics of a policy, read by the sampler and the trainer alike.
 
-
-def set_matmul(model: transformer.Decoder, matmul: str) -> None:
-  """Every decoder-layer projection multiplies in `matmul` ("default", "fp8", "fp8_block")."""
-  if matmul not in MATMULS:
-    raise ValueError(f"matmul={matmul!r}; expected one of {MATMULS}")
-  for _, dense in layer_projections(model, r".*"):
-    dense.matmul = matmul
-
-
-def set_lm_head_f32(model: transformer.Decoder, enabled: bool) -> None:
-  """Computes the LM head (and so every log-prob) in float32 (MiniMax-M1, arXiv 2506.13585)."""
-  model.lm_head_f32 = bool(enabled)
-
-
-def add_lora(
-  model: transformer.Decoder,
-  *,
-  rank: int,
-  alpha: float,
-  key: jax.Array,
-  targets: str = DEFAULT_LORA_TARGETS,
-) -> int:
-  """Adds LoRA adapters (arXiv 2106.09685) to the matching projections.
-
-  A [in, r] ~ U(-1/sqrt(in), 1/sqrt(in)) and B [r, out] = 0, so the adapted model starts equal
-  to the base; the update is scaled by alpha / r.
-
-  Returns:
-    How many projections got adapters.
+  Attributes:
+    matmul: "default", "fp8" or "fp8_block" for every decoder-layer projection (see
+      `ProjectionPrecision.matmul`).
+    lm_head_f32: compute the LM head (and so every log-prob) in float32 whatever the compute
+      dtype (MiniMax-M1, arXiv 2506.13585).
+    base_format: "none", or "nvfp4", "int4" or "fp8": the projections matching `lora_targets`
+      keep a frozen base in that format (QeRL, arXiv 2510.11696).
+    lora_rank: r >= 0 of LoRA adapters (arXiv 2106.09685) on the projections matching
+      `lora_targets`; 0 for none.
+    lora_alpha: alpha > 0; the adapters' update is scaled by alpha / r.
+    lora_targets: regex matched against the last component(s) of a projection's path (e.g.
+      `q_proj`, `self_attn/q_proj`); selects the adapted and the quantised projections.
+    rollout_fp8: the sampler's copy of an FP8 policy: every projection that multiplies in FP8
+      and keeps a plain kernel without adapters stores the e4m3 codes that `fp8_matmul` would
+      compute from that kernel instead ("rollout_fp8" storage): bit-identical logits, one byte
+      per weight, no per-call weight quantisation. Forward only (no gradient to the codes).
 
   Raises:
-    ValueError: rank < 1, or no projection matches `targets`.
+    ValueError: naming the field, for an unknown choice or an invalid number.
   """
-  if rank < 1:
-    raise ValueError(f"lora rank must be >= 1, got {rank}")
-  found = layer_projections(model, targets)
-  if not found:
-    raise ValueError(f"lora targets {targets!r} match no decoder projection")
-  for i, (_, dense) in enumerate(found):
-    w = dense.weight()
-    fan_in, fan_out = w.shape
-    bound = 1.0 / np.sqrt(fan_in)
-    a = jax.random.uniform(jax.random.fold_in(key, i), (fan_in, rank), jnp.float32, -bound, bound)
-    dense.lora_a = nnx.LoRAParam(a)
-    dense.lora_b = nnx.LoRAParam(jnp.zeros((rank, fan_out), jnp.float32))
-    dense.lora_scale = float(alpha) / rank
-  return len(found)
+
+  matmul: str = "default"
+  lm_head_f32: bool = False
+  base_format: str = "none"
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: str = DEFAULT_LORA_TARGETS
+  rollout_fp8: bool = False
+
+  def __post_init__(self):
+    if self.matmul not in MATMULS:
+      raise ValueError(f"PrecisionPolicy.matmul={self.matmul!r}; expected one of {MATMULS}")
+    if not isinstance(self.lm_head_f32, bool):
+      raise ValueError(f"PrecisionPolicy.lm_head_f32 must be a bool, got {self.lm_head_f32!r}")
+    if self.base_format not in BASE_FORMATS:
+      raise ValueError(
+        f"PrecisionPolicy.base_format={self.base_format!r}; expected one of {BASE_FORMATS}"
+      )
+    if (
+      not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0
+    ):
+      raise ValueError(f"PrecisionPolicy.lora_rank must be an int >= 0, got {self.lora_rank!r}")
+    alpha = self.lora_alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+      raise ValueError(f"PrecisionPolicy.lora_alpha must be a finite number, got {alpha!r}")
+    if alpha <= 0:
+      raise ValueError(f"PrecisionPolicy.lora_alpha must be > 0, got {alpha!r}")
+    try:
+      re.compile(self.lora_targets)
+    except (re.error, TypeError) as e:
+      raise ValueError(
+        f"PrecisionPolicy.lora_targets={self.lora_targets!r} is not a regex ({e})"
+      ) from None
+    if self.rollout_fp8 and self.matmul == "default":
+      raise ValueError(
+        "PrecisionPolicy.rollout_fp8 pre-quantises FP8 projections: it needs matmul 'fp8' or "
+        "'fp8_block', got 'default'"
+      )
+
+  @property
+  def lora_scale(self) -> float:
+    """alpha / r, or 0 without adapters."""
+    return float(self.lora_alpha) / self.lora_rank if self.lora_rank else 0.0
+
+  def targets(self, path: str) -> bool:
+    """Whether `path` is a decoder-layer projection that `lora_targets` selects.
+
+    Args:
+      path: a module path as `types.path_to_str` writes it, e.g. `layers/0/self_attn/q_proj`.
+
+    Returns:
+      True for a matching projection of a decoder layer.
+    """
+    return is_layer_projection(path) and bool(re.search(rf"(^|/)(?:{self.lora_targets})$", path))
+
+  def projection(self, path: str) -> ProjectionPrecision:
+    """The settings of the projection at `path`.
+
+    Args:
+      path: a module path, e.g. `layers/0/self_attn/q_proj` or `lm_head`.
+
+    Returns:
+      The decoder-layer projections' `ProjectionPrecision`; the plain default for any other
+      path (the LM head, a head's layers).
+    """
+    if not is_layer_projection(path):
+      return ProjectionPrecision()
+    targeted = self.targets(path)
+    storage = self.base_format if targeted and self.base_format != "none" else "kernel"
+    rank = self.lora_rank if targeted else 0
+    if self.rollout_fp8 and storage == "kernel" and rank == 0:
+      storage = "rollout_fp8"
+    return ProjectionPrecision(
+      matmul=self.matmul,
+      storage=storage,
+      lora_rank=rank,
+      lora_scale=self.lora_scale if rank else 0.0,
+    )
 
 
-def quantize_base(model: transformer.Decoder, fmt: str, targets: str = DEFAULT_LORA_TARGETS) -> int:
-  """Replaces the matching projections' kernels by frozen `fmt` codes and scales.
+def is_layer_projection(path: str) -> bool:
+  """Whether `path` names a decoder layer's projection (`layers/<i>/(self_attn|mlp)/*_proj`)."""
+  return bool(_LAYER_PROJECTION.match(path))
+
+
+def sampler_policy(policy: PrecisionPolicy, *, matmul: str = "same") -> PrecisionPolicy:
+  """The precision policy of the sampler's copy of a policy trained under `policy`.
 
   Args:
-    model: edited in place.
-    fmt: "nvfp4", "int4" or "fp8" (see `formats.quantize_weight`).
-    targets: regex of projection names.
+    policy: the trainer's policy.
+    matmul: "same" (the unified precision flow: the sampler computes the trainer's function), or
+      one of `MATMULS` for the sampler's projections: the "naive" baseline where rollouts use
+      another precision than the trainer (e.g. FP8 rollouts of a bf16 trainer).
 
   Returns:
-    How many kernels were quantised.
+    `policy` with the sampler's matmul and, when that is FP8, `rollout_fp8` set: FP8 kernels
+    are quantised once per weight sync instead of in every decode step, with bit-identical
+    results. The policy itself when nothing changes.
+
+  Raises:
+    ValueError: an unknown `matmul`.
   """
-  found = layer_projections(model, targets)
-  for _, dense in found:
-    if dense.kernel is None:
-      raise ValueError("quantize_base: the model's base is already quantised")
-    q = formats.quantize_weight(dense.kernel[...].astype(jnp.float32), fmt)
-    dense.quant_format = fmt
-    dense.quant_values = transformer.Frozen(q.values)
-    if isinstance(q, formats.NVFP4):
-      dense.quant_scales = transformer.Frozen(q.block_scales)
-      dense.quant_tensor_scale = transformer.Frozen(q.tensor_scale)
-    else:
-      dense.quant_scales = transformer.Frozen(q.scale)
-    dense.kernel = None
-  return len(found)
+  if matmul != "same" and matmul not in MATMULS:
+    raise ValueError(f"sampler_policy: matmul={matmul!r}; expected 'same' or one of {MATMULS}")
+  matmul = policy.matmul if matmul == "same" else matmul
+  return dataclasses.replace(policy, matmul=matmul, rollout_fp8=matmul != "default")
 
 
-def merged_model(model: transformer.Decoder) -> transformer.Decoder:
-  """A plain `Decoder` (no adapters, no quantised storage, default matmuls) with each kernel
-  equal to dequant(base) + (alpha / r) A B: what `save_pretrained` exports.
-
-  Its logits equal the adapted model's up to float rounding (the product is re-associated).
-  """
-  plain = nnx.eval_shape(
-    lambda: transformer.Decoder(model.config, rngs=nnx.Rngs(0), dtype=model.dtype)
-  )
-  adapted = dict(nnx.iter_graph(model))
-  values = {}
-  for path, var in nnx.to_flat_state(nnx.state(plain)):
-    *owner, leaf = path
-    node = adapted[tuple(owner)]
-    if isinstance(node, transformer.Dense) and leaf == "kernel":
-      w = node.weight().astype(jnp.float32)
-      if node.lora_a is not None:
-        w = w + node.lora_scale * (
-          node.lora_a[...].astype(jnp.float32) @ node.lora_b[...].astype(jnp.float32)
-        )
-      values[path] = w.astype(var.get_value().dtype)
-    else:
-      values[path] = getattr(node, leaf)[...]
-  graphdef, state = nnx.split(plain)
-  flat = [(path, var.replace(values[path])) for path, var in nnx.to_flat_state(state)]
-  return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def rollout_copy_dtype(model: transformer.Decoder):
+def sampler_copy_dtype(policy: PrecisionPolicy, compute_dtype):
   """The dtype the sampler's copy of the parameters can be stored in without changing one
   number of the rollout, or None to keep the parameters' own.
 
-  Every parameter is cast to the compute dtype right before use (kernels, biases, norm scales,
-  embeddings, LoRA factors), so a copy stored already cast computes bit-identically, at half
-  the memory of float32 parameters under bf16 compute. A float32 LM head needs the full
+  Every decoder parameter is cast to the compute dtype right before use (kernels, biases, norm
+  scales, embeddings, LoRA factors), so a copy stored already cast computes bit-identically, at
+  half the memory of float32 parameters under bf16 compute. A float32 LM head needs the full
   precision, so `lm_head_f32` keeps the copy as it is.
-  """
-  if model.lm_head_f32 or jnp.dtype(model.dtype).itemsize >= 4:
-    return None
-  return jnp.dtype(model.dtype)
 
-
-def cast_floating_params(params, dtype):
-  """`params` with every wider floating `nnx.Param` leaf cast to `dtype` (quantised frozen
-  codes and scales are left alone)."""
-
-  def cast(v):
-    if (
-      isinstance(v, nnx.Param)
-      and jnp.issubdtype(v.get_value().dtype, jnp.floating)
-      and v.get_value().dtype.itemsize > jnp.dtype(dtype).itemsize
-    ):
-      return v.replace(v.get_value().astype(dtype))
-    return v
-
-  return jax.tree.map(cast, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def rollout_converter(model: transformer.Decoder):
-  """The sampler's graph and a function from the trainer's parameters to the sampler's, with
-  every FP8 projection's kernel quantised once instead of in every matmul call.
-
-  The codes and scales are exactly what `fp8_matmul` computes from the kernel in the trainer's
-  forward (`formats.quantize_fp8` of the kernel in the compute dtype), so the rollout stays
-  bit-identical while a decode step reads one byte per weight and skips the per-call amax,
-  scale and cast. Projections with LoRA adapters or a quantised base are left as they are.
+  Args:
+    policy: the sampler's (or the trainer's: they share `lm_head_f32`) precision policy.
+    compute_dtype: the model's compute dtype.
 
   Returns:
-    (graphdef, convert): `convert(params)` maps the trainer's state (`nnx.split(model)[1]`) to
-    a state for `graphdef`; it is pure and jittable. With nothing to convert, `graphdef` is the
-    model's own and `convert` the identity.
+    `jnp.dtype(compute_dtype)` when narrower than 4 bytes and the LM head is not float32, else
+    None.
   """
-  sample = nnx.clone(model)
-  blocks = {}
-  for path, dense in nnx.iter_graph(sample):
-    if (
-      isinstance(dense, transformer.Dense)
-      and path
-      and path[0] == "layers"
-      and dense.matmul != "default"
-      and dense.kernel is not None
-      and dense.lora_a is None
-    ):
-      w_block = (128, 128) if dense.matmul == "fp8_block" else None
-      q = formats.quantize_fp8(dense.kernel[...].astype(dense.dtype), formats.FP8_E4M3, w_block)
-      dense.quant_format = "rollout_fp8"
-      dense.quant_values = transformer.Frozen(q.values)
-      dense.quant_scales = transformer.Frozen(q.scale)
-      dense.kernel = None
-      blocks[tuple(path)] = (w_block, dense.dtype)
-  if not blocks:
-    return nnx.split(model)[0], lambda params: params
-  graphdef = nnx.split(sample)[0]
-
-  def convert(params):
-    flat = []
-    for path, var in nnx.to_flat_state(params):
-      owner = tuple(path[:-1])
-      if path[-1] == "kernel" and owner in blocks:
-        w_block, dtype = blocks[owner]
-        q = formats.quantize_fp8(var.get_value().astype(dtype), formats.FP8_E4M3, w_block)
-        flat.append((owner + ("quant_scales",), transformer.Frozen(q.scale)))
-        flat.append((owner + ("quant_values",), transformer.Frozen(q.values)))
-      else:
-        flat.append((tuple(path), var))
-    return nnx.from_flat_state(sorted(flat, key=lambda kv: kv[0]))
-
-  return graphdef, convert
+  dtype = jnp.dtype(compute_dtype)
+  if policy.lm_head_f32 or dtype.itemsize >= 4:
+    return None
+  return dtype

@@ -1,1 +1,1 @@
-"""The RL loop's pieces: rollouts with dynamic sampling, trainer rows, step functions, eval."""
+"""The RL loop's pieces: the one update, rollouts, prompt sources, replay, group edits, eval."""

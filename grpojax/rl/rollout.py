@@ -1,37 +1,98 @@
-"""Rollouts: prompts -> G samples each -> rewards, with DAPO's dynamic sampling; SFT rows; eval.
+"""Rollouts: prompts from the source -> G samples each -> rewards -> the group edit; SFT rows; eval.
 
 All prompts are left-padded to the fixed `rollout.max_prompt_len`, so the sampler and the trainer
-see one shape per run and compile once.
+see one shape per run and compile once. Each process reads, encodes, decodes and verifies only
+the rows its devices hold; rewards are then shared so every process makes the same decisions.
 """
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grpojax import sampling
+from grpojax import sampling, types
 from grpojax.parallel import host_data
-from grpojax.rl import evaluation, sequences
+from grpojax.rl import evaluation, group_edits, step
 from grpojax.tasks import shaping
 
 
 class Rollout(NamedTuple):
-  """One RL batch of P groups of G rows (prompt-major).
+  """One RL batch of P groups of G rows, and what the host learned making it.
 
   Attributes:
-    seqs: trainer rows; `completion_mask` is zero on groups kept only to fill the batch.
-    sampler_logprobs: [B, N] log-probs under the sampling distribution.
-    rewards: [B] rewards.
+    batch: the update's input (`step.Batch`).
     informative: [P] True for groups whose rewards are not all equal.
+    data: the data state after the prompts this rollout read.
     metrics: generation-side metrics (reward, accuracy, lengths, refill counts).
   """
 
-  seqs: sequences.Sequences
-  sampler_logprobs: jax.Array
-  rewards: np.ndarray
+  batch: step.Batch
   informative: np.ndarray
+  data: Any
   metrics: dict
+
+
+class Sampler(NamedTuple):
+  """The run's sampler: jitted prefill and decode per (samples per prompt, greedy), in the
+  sampling layout; decode donates its state.
+
+  Attributes:
+    jitted: (num_samples, greedy) -> (prefill, decode), compiled on first use.
+    sample: (params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False) ->
+      `sampling.Completions`.
+  """
+
+  jitted: Callable
+  sample: Callable
+
+
+def sampling_method(config, *, greedy: bool = False) -> sampling.Method:
+  """The rollout's sampling method from `config.rollout` (or greedy decoding)."""
+  ro = config.rollout
+  if greedy:
+    return sampling.Greedy()
+  return sampling.Sample(
+    temperature=ro.temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
+  )
+
+
+def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None):
+  """The run's `Sampler` over the sampler's graph (`graphdef`) and parameter layout (prompts
+  keep the sharding they arrive with)."""
+  ro = config.rollout
+  stop_ids = tuple(sorted(tokenizer.eos_ids))
+
+  @functools.cache
+  def jitted(num_samples: int, greedy: bool):
+    prefill = functools.partial(
+      sampling.prefill,
+      graphdef,
+      num_samples=num_samples,
+      max_new_tokens=ro.max_new_tokens,
+      pad_id=tokenizer.pad_id,
+    )
+    decode = functools.partial(
+      sampling.decode,
+      graphdef,
+      method=sampling_method(config, greedy=greedy),
+      stop_ids=stop_ids,
+      pad_id=tokenizer.pad_id,
+    )
+    if param_shardings is None:
+      return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    prefill = jax.jit(prefill, in_shardings=(param_shardings, None, None, rep))
+    decode = jax.jit(decode, in_shardings=(param_shardings, None), donate_argnums=(1,))
+    return prefill, decode
+
+  def sample(params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False):
+    prefill, decode = jitted(num_samples, greedy)
+    return sampling.completions(decode(params, prefill(params, prompt_tokens, prompt_mask, key)))
+
+  return Sampler(jitted=jitted, sample=sample)
 
 
 def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.ndarray, ...]:
@@ -70,34 +131,19 @@ class Generated(NamedTuple):
 
 
 def _generate(
-  run, layout, graphdef, params, config, example_at, num_prompts, key, *, num_samples, temperature
+  run, layout, sampler, params, config, example_at, num_prompts, key, *, num_samples, greedy
 ) -> Generated:
-  """Samples `num_samples` completions for prompts `example_at(0..num_prompts-1)`.
-
-  This process reads, encodes and decodes only the prompts and completions its devices hold.
-  """
-  ro = config.rollout
+  """Samples `num_samples` completions for prompts `example_at(0..num_prompts-1)`."""
   tok = run.tokenizer
   prompt_sharding = layout.rows(num_prompts)
   prompt_rows = host_data.owned_rows(prompt_sharding, num_prompts)
   examples = {int(i): example_at(int(i)) for i in prompt_rows}
   prompt_ids, prompt_mask = encode_prompts(
-    run, [examples[int(i)] for i in prompt_rows], ro.max_prompt_len, tok.pad_id
+    run, [examples[int(i)] for i in prompt_rows], config.rollout.max_prompt_len, tok.pad_id
   )
-  sampling_params = sampling.SamplingParams(
-    temperature=temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
-  )
-  comp = sampling.generate_padded(
-    graphdef,
-    params,
-    host_data.from_rows(prompt_sharding, prompt_rows, prompt_ids, num_prompts),
-    host_data.from_rows(prompt_sharding, prompt_rows, prompt_mask, num_prompts),
-    key,
-    max_new_tokens=ro.max_new_tokens,
-    num_samples=num_samples,
-    params=sampling_params,
-    stop_ids=tuple(sorted(tok.eos_ids)),
-    pad_id=tok.pad_id,
+  put = lambda x: host_data.from_rows(prompt_sharding, prompt_rows, x, num_prompts)
+  comp = sampler.sample(
+    params, put(prompt_ids), put(prompt_mask), key, num_samples=num_samples, greedy=greedy
   )
   b = num_prompts * num_samples
   row_sharding = layout.rows(b)
@@ -115,144 +161,160 @@ def _gather_rows(layout, gen: Generated, values: np.ndarray) -> np.ndarray:
   return host_data.to_numpy(host_data.from_rows(layout.rows(b), gen.rows, values, b))
 
 
-def sample_groups(
-  run, layout, graphdef, params, config, data_position: int, key
-) -> tuple[Rollout, int]:
-  """Samples P groups of G, refilling from new prompts while groups are uninformative.
+class _Batch(NamedTuple):
+  gen: Generated
+  rewards: np.ndarray  # [B], shaped
+  correct: np.ndarray  # [B]
+  lengths: np.ndarray  # [B]
 
-  With `objective.dynamic_sampling.enabled` (DAPO, arXiv 2503.14476) groups whose rewards are
-  all equal carry no GRPO signal and are replaced by groups from further generation batches, up
-  to `objective.dynamic_sampling.max_num_gen_batches`; if still short, the batch is filled with
-  uninformative groups whose loss mask is zero, so shapes never change. With
-  `objective.overlong.enabled`, DAPO's overlong penalty (in tokens) is added to the rewards.
 
-  Each process verifies its own rows; the rewards are then shared, so every process makes the
-  same refill decisions.
+def group_edit(config) -> group_edits.GroupEdit:
+  """The configured group edit: DAPO's refill (`rollout.refill`) or every group as sampled."""
+  refill = config.rollout.refill
+  if refill.enabled:
+    return group_edits.refill_informative(max_generation_batches=refill.max_generation_batches)
+  return group_edits.keep_all()
+
+
+def sample_groups(run, layout, sampler, params, config, source, data, key, edit) -> Rollout:
+  """Samples P groups of G and forms the training batch with the group edit.
+
+  Each generation batch reads the next P prompt ids from the prompt source; with
+  `reward.overlong.enabled`, DAPO's overlong penalty (in tokens) is added to the rewards.
+
+  Args:
+    run: the run's static pieces (`setup.Run`).
+    layout: the run's `Layout`.
+    sampler: the run's `Sampler`.
+    params: the sampler's copy of the policy.
+    config: the run config.
+    source: the `PromptSource`.
+    data: the data state (`source.DataState`).
+    key: this step's sampling key; generation batch b uses `fold_in(key, b)`.
+    edit: the `GroupEdit`.
 
   Returns:
-    (the rollout, the new data position).
+    The `Rollout`.
   """
-  ro = config.rollout
-  dynamic = config.objective.dynamic_sampling
-  overlong = config.objective.overlong
+  ro, overlong = config.rollout, config.reward.overlong
   p, g = ro.prompts_per_step, ro.samples_per_prompt
-  kept, spare, first_rewards, first_correct, lengths = [], [], None, None, []
-  comps = []
-  for b in range(dynamic.max_num_gen_batches if dynamic.enabled else 1):
-    start = data_position
+  source_state = data.source
+  batches: list[_Batch] = []
+
+  def generate_batch():
+    nonlocal source_state
+    b = len(batches)
+    ids, source_state = source.next(source_state, p)
+    ids = host_data.to_numpy(ids)
     gen = _generate(
       run,
       layout,
-      graphdef,
+      sampler,
       params,
       config,
-      lambda i, start=start: run.task.train(start + i),
+      lambda i: run.task.train(int(ids[i])),
       p,
       jax.random.fold_in(key, b),
       num_samples=g,
-      temperature=ro.temperature,
+      greedy=False,
     )
-    data_position += p
-    comp = gen.completions
-    comps.append(comp)
     local = np.asarray(
-      [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)], np.float32
+      [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)],
+      np.float32,
     )
     rewards = _gather_rows(layout, gen, local)
-    lengths_b = host_data.to_numpy(jnp.sum(comp.mask, axis=1))
+    lengths = host_data.to_numpy(jnp.sum(gen.completions.mask, axis=1))
     if overlong.enabled:
-      rewards = rewards + overlong.penalty_factor * shaping.overlong_penalty(
-        lengths_b, max_length=overlong.max_len, cache_length=overlong.cache
-      ).astype(np.float32)
-    if first_rewards is None:
-      first_rewards = rewards
-      first_correct = _gather_rows(
-        layout,
-        gen,
-        evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn).astype(np.float32),
+      penalty = shaping.overlong_penalty(
+        lengths, max_length=overlong.max_len, cache_length=overlong.cache
       )
-      lengths = lengths_b
-    rewards_pg = rewards.reshape(p, g)
-    for i in range(p):
-      group = (b, i, rewards_pg[i])
-      informative = rewards_pg[i].max() > rewards_pg[i].min()
-      (kept if informative or not dynamic.enabled else spare).append(group)
-    if not dynamic.enabled or len(kept) >= p:
-      break
-  chosen = kept[:p]
-  flags_ = [True] * len(chosen)
-  if len(chosen) < p:
-    fill = spare[: p - len(chosen)]
-    chosen += fill
-    flags_ += [False] * len(fill)
+      rewards = rewards + overlong.penalty_factor * penalty.astype(np.float32)
+    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
+    correct = _gather_rows(layout, gen, correct.astype(np.float32))
+    source_state = source.observe(source_state, ids, rewards.reshape(p, g))
+    batches.append(_Batch(gen, rewards, correct, lengths))
+    return rewards.reshape(p, g)
+
+  picks = edit([generate_batch()], generate_batch)
+  if len(picks) != p:
+    raise ValueError(f"the group edit returned {len(picks)} groups for a batch of {p}")
   row_sharding = layout.rows(p * g)
-  order = np.concatenate([(b * p + i) * g + np.arange(g) for b, i, _ in chosen])
+  order = np.concatenate([(pk.batch * p + pk.group) * g + np.arange(g) for pk in picks])
+  comps = [bt.gen.completions for bt in batches]
   if len(comps) == 1 and np.array_equal(order, np.arange(p * g)):
-    pick = lambda x: x  # the common case: the first batch's groups, in order
+    field = lambda name: getattr(comps[0], name)  # the common case: the first batch, in order
   else:
     index = layout.put_replicated(order.astype(np.int32))
-    pick = lambda x: jax.device_put(jnp.take(jnp.concatenate(x), index, axis=0), row_sharding)
-  field = lambda name: pick(
-    [getattr(c, name) for c in comps] if len(comps) > 1 else getattr(comps[0], name)
+    field = lambda name: jax.device_put(
+      jnp.take(jnp.concatenate([getattr(c, name) for c in comps]), index, axis=0), row_sharding
+    )
+  trained = layout.put_rows(
+    np.repeat(np.asarray([pk.trained for pk in picks], np.int32), g)[:, None]
   )
   completion_mask = field("mask")
-  keep_rows = layout.put_rows(np.repeat(np.asarray(flags_, np.int32), g)[:, None])
-  seqs = sequences.Sequences(
+  seqs = types.Sequences(
     tokens=jnp.concatenate([field("prompt_tokens"), field("tokens")], axis=1),
-    attn_mask=jnp.concatenate([field("prompt_mask"), completion_mask], axis=1),
-    completion_mask=completion_mask * keep_rows,
+    attn_mask=jnp.concatenate([field("prompt_mask"), field("token_mask")], axis=1),
+    completion_mask=completion_mask * trained,
   )
-  informative = np.asarray([r.max() > r.min() for _, _, r in chosen])
+  all_rewards = np.concatenate([bt.rewards for bt in batches])
+  rewards = all_rewards[order]
+  informative = np.asarray([group_edits.is_informative(r) for r in rewards.reshape(p, g)])
+  first = batches[0]
   metrics = {
-    "reward/mean": float(first_rewards.mean()),
-    "reward/accuracy": float(first_correct.mean()),
-    "reward/pass@G": float(first_correct.reshape(p, g).max(axis=1).mean()),
-    "response/length": float(lengths.mean()),
-    "response/clipped_frac": float(np.mean(lengths >= ro.max_new_tokens)),
-    "rollout/generation_batches": float(len(comps)),
+    "reward/mean": float(first.rewards.mean()),
+    "reward/accuracy": float(first.correct.mean()),
+    "reward/pass@G": float(first.correct.reshape(p, g).max(axis=1).mean()),
+    "response/length": float(first.lengths.mean()),
+    "response/clipped_frac": float(np.mean(first.lengths >= ro.max_new_tokens)),
+    "rollout/generation_batches": float(len(batches)),
     "rollout/informative_groups": float(informative.sum()),
   }
-  return Rollout(
+  batch = step.Batch(
     seqs=seqs,
     sampler_logprobs=field("sampling_logprobs"),
-    rewards=np.concatenate([r for _, _, r in chosen]),
-    informative=informative,
-    metrics=metrics,
-  ), data_position
+    rewards=layout.put_rows(rewards.astype(np.float32)),
+  )
+  data = data._replace(source=jax.tree.map(layout.put_replicated, source_state))
+  return Rollout(batch=batch, informative=informative, data=data, metrics=metrics)
 
 
-def sft_sequences(run, layout, config, data_position: int, batch_size: int) -> sequences.Sequences:
+def sft_sequences(run, layout, config, ids: np.ndarray) -> types.Sequences:
   """Supervised rows: prompt, then the reference solution and EOS as the completion.
+
+  Args:
+    ids: [batch] example ids of the task's training stream.
 
   This process reads and encodes only the rows its devices hold.
   """
   ro = config.rollout
   tok = run.tokenizer
+  batch_size = len(ids)
   sharding = layout.rows(batch_size)
   rows = host_data.owned_rows(sharding, batch_size)
-  examples = [run.task.train(data_position + int(i)) for i in rows]
+  examples = [run.task.train(int(ids[int(i)])) for i in rows]
   prompt_ids, prompt_mask = encode_prompts(run, examples, ro.max_prompt_len, tok.pad_id)
   n = ro.max_new_tokens
   comp = np.full((len(rows), n), tok.pad_id, np.int32)
   comp_mask = np.zeros((len(rows), n), np.int32)
   for i, ex in enumerate(examples):
-    ids = [*tok.encode(ex.solution), tok.eos_ids[0]]
-    if len(ids) > n:
+    ids_i = [*tok.encode(ex.solution), tok.eos_ids[0]]
+    if len(ids_i) > n:
       raise ValueError(
-        f"the reference solution {ex.solution[:60]!r} has {len(ids)} tokens with "
+        f"the reference solution {ex.solution[:60]!r} has {len(ids_i)} tokens with "
         f"EOS, more than config.rollout.max_new_tokens={n}"
       )
-    comp[i, : len(ids)] = ids
-    comp_mask[i, : len(ids)] = 1
+    comp[i, : len(ids_i)] = ids_i
+    comp_mask[i, : len(ids_i)] = 1
   put = lambda x: host_data.from_rows(sharding, rows, x, batch_size)
-  return sequences.Sequences(
+  return types.Sequences(
     tokens=put(np.concatenate([prompt_ids, comp], axis=1)),
     attn_mask=put(np.concatenate([prompt_mask, comp_mask], axis=1)),
     completion_mask=put(comp_mask),
   )
 
 
-def evaluate(run, layout, graphdef, params, config, key) -> dict[str, float]:
+def evaluate(run, layout, sampler, params, config, key) -> dict[str, float]:
   """Held-out greedy accuracy and unbiased pass@k at the rollout temperature."""
   ev = config.eval
   heldout = list(run.task.heldout)[: ev.num_prompts]
@@ -263,21 +325,21 @@ def evaluate(run, layout, graphdef, params, config, key) -> dict[str, float]:
     # A fixed shape (the last chunk padded with its last problem): one compilation.
     example_at = lambda i, part=part: part[min(i, len(part) - 1)]
     gen = _generate(
-      run, layout, graphdef, params, config, example_at, chunk, key, num_samples=1, temperature=0.0
+      run, layout, sampler, params, config, example_at, chunk, key, num_samples=1, greedy=True
     )
     correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
     greedy.append(_gather_rows(layout, gen, correct.astype(np.float32))[: len(part)])
     gen = _generate(
       run,
       layout,
-      graphdef,
+      sampler,
       params,
       config,
       example_at,
       chunk,
       jax.random.fold_in(key, start),
       num_samples=ev.samples,
-      temperature=config.rollout.temperature,
+      greedy=False,
     )
     correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
     c = _gather_rows(layout, gen, correct.astype(np.float32))

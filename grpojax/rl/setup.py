@@ -1,7 +1,10 @@
-"""What a run is made of, built once from its config: tokenizer, task, policy, objective.
+"""What a run is made of, built once from its config: tokenizer, task, objective, policy.
 
-`validate_config` runs before any work and names the offending field; `build_run` turns a
-validated config into the static pieces the trainer closes over.
+`validate_config` runs before any work and names the offending field (every check is a
+`_require(condition, field, message)`); `build_run` turns a validated config into the static
+pieces the trainer closes over. The policy's heads are not configured: they follow from what the
+objective reads (a value head for `values`, a log-Z head for `log_z`, a temperature head for
+`temperature`).
 """
 
 import dataclasses
@@ -9,15 +12,25 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
-from grpojax import models, objectives, tasks
-from grpojax.models import tokenizers
+from grpojax import models, objectives, precision, tasks
+from grpojax.models import char_tokenizer, tokenizers
+from grpojax.parallel import rules
 from grpojax.tasks import gsm8k
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class ConfigError(ValueError):
+  """A bad run config; the message starts with `config.<field>`."""
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+  if not condition:
+    raise ConfigError(f"config.{field}: {message}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,160 +40,167 @@ class Run:
   Attributes:
     tokenizer: text <-> ids.
     task: the training stream, held-out set and reward function.
-    model: the initial policy (random or loaded).
     objective: the composed RL objective.
+    model: the initial policy (random or loaded; abstract for a compile-only run).
     encode_prompt: example -> prompt token ids (chat template applied when configured).
   """
 
   tokenizer: Any
   task: Any
+  objective: objectives.Objective
   model: models.Decoder
-  objective: Any
   encode_prompt: Callable[[Any], list[int]]
 
 
-def _check(cond: bool, field: str, message: str) -> None:
-  if not cond:
-    raise ValueError(f"config.{field}: {message}")
+def precision_policy(config: ml_collections.ConfigDict) -> precision.PrecisionPolicy:
+  """The run's `PrecisionPolicy` from `config.precision` (errors name the field)."""
+  pr = config.precision
+  fields = {
+    "matmul": ("matmul", pr.matmul),
+    "lm_head_f32": ("lm_head_f32", pr.lm_head_f32),
+    "base_format": ("base_format", pr.base_format),
+    "lora_rank": ("lora.rank", pr.lora.rank),
+    "lora_alpha": ("lora.alpha", pr.lora.alpha),
+    "lora_targets": ("lora.targets", pr.lora.targets),
+  }
+  try:
+    return precision.PrecisionPolicy(**{name: value for name, (_, value) in fields.items()})
+  except ValueError as error:
+    message = str(error)
+    named = [where for name, (where, _) in fields.items() if name in message]
+    raise ConfigError(f"config.precision.{named[0] if named else ''}: {message}") from None
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks a run config before any work; errors name the field."""
-  _check(config.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
-  _check(config.train.steps >= 0, "train.steps", "must be >= 0")
-  _check(
+def heads_for(objective: objectives.Objective) -> models.HeadsConfig:
+  """The heads the objective reads."""
+  need = objective.requires
+  return models.HeadsConfig(
+    value="values" in need, log_z="log_z" in need, temperature="temperature" in need
+  )
+
+
+def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
+  """Checks a run config before any work; errors name the field.
+
+  Returns:
+    The objective (its construction is part of the check).
+  """
+  _require(config.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
+  _require(config.train.steps >= 0, "train.steps", "must be >= 0")
+  _require(
     config.warm_start.steps + config.train.steps >= 1,
     "train.steps",
     "the run has no steps (warm_start.steps + train.steps == 0)",
   )
   ro = config.rollout
-  _check(ro.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
-  _check(ro.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
-  _check(ro.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
-  _check(ro.temperature > 0, "rollout.temperature", "must be > 0 for RL sampling")
-  _check(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+  _require(ro.prompts_per_step >= 1, "rollout.prompts_per_step", "must be >= 1")
+  _require(ro.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
+  _require(ro.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+  _require(ro.temperature > 0, "rollout.temperature", "must be > 0 for RL sampling")
+  _require(0 < ro.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+  _require(
+    ro.refill.max_generation_batches >= 1, "rollout.refill.max_generation_batches", "must be >= 1"
+  )
+  overlong = config.reward.overlong
+  _require(overlong.max_len > 0, "reward.overlong.max_len", "must be > 0")
+  _require(
+    0 < overlong.cache <= overlong.max_len,
+    "reward.overlong.cache",
+    f"must lie in (0, max_len={overlong.max_len}]",
+  )
+  _require(overlong.penalty_factor >= 0, "reward.overlong.penalty_factor", "must be >= 0")
   rows = ro.prompts_per_step * ro.samples_per_prompt
   tr = config.train
-  _check(tr.epochs >= 1, "train.epochs", "must be >= 1")
-  _check(
+  _require(tr.epochs >= 1, "train.epochs", "must be >= 1")
+  _require(
     tr.minibatches >= 1 and ro.prompts_per_step % tr.minibatches == 0,
     "train.minibatches",
     f"must divide rollout.prompts_per_step ({ro.prompts_per_step})",
   )
   mb_rows = rows // tr.minibatches
-  _check(
+  _require(
     tr.microbatch_rows >= 1 and mb_rows % tr.microbatch_rows == 0,
     "train.microbatch_rows",
     f"must divide the minibatch's {mb_rows} rows",
   )
-  _check(tr.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
+  _require(tr.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
   for name in ("optim", "warm_start"):
     opt = config[name]
-    _check(opt.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
-    _check(opt.grad_clip > 0, f"{name}.grad_clip", "must be > 0")
-    _check(
+    _require(opt.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
+    _require(opt.grad_clip > 0, f"{name}.grad_clip", "must be > 0")
+    _require(
       opt.schedule in ("constant", "cosine"),
       f"{name}.schedule",
       f"must be 'constant' or 'cosine', got {opt.schedule!r}",
     )
-  _check(
+  _require(config.optim.head_learning_rate >= 0, "optim.head_learning_rate", "must be >= 0")
+  _require(
     config.warm_start.steps == 0 or config.warm_start.batch_size >= 1,
     "warm_start.batch_size",
     "must be >= 1",
   )
   ev = config.eval
-  _check(ev.every >= 1, "eval.every", "must be >= 1")
-  _check(1 <= ev.pass_k <= ev.samples, "eval.pass_k", f"must be in [1, eval.samples={ev.samples}]")
-  _check(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
-  _check(
+  _require(ev.every >= 1, "eval.every", "must be >= 1")
+  _require(
+    1 <= ev.pass_k <= ev.samples, "eval.pass_k", f"must be in [1, eval.samples={ev.samples}]"
+  )
+  _require(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+  _require(
     config.task.name != "gsm8k" or config.task.data_path,
     "task.data_path",
     "the gsm8k task reads a local JSON-lines file: set task.data_path",
   )
-  _check(
+  _require(
     not config.task.data_path or config.model.checkpoint or config.tokenizer.path,
     "tokenizer.path",
-    "a data file needs a real tokenizer: set model.checkpoint or "
-    "tokenizer.path (the character tokenizer only covers the built-in tasks)",
+    "a data file needs a real tokenizer: set model.checkpoint or tokenizer.path (the character "
+    "tokenizer only covers the built-in tasks)",
   )
-  _check(config.model.dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}")
-  _check(
+  _require(config.model.dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}")
+  _require(
     config.model.remat in models.REMAT_POLICIES,
     "model.remat",
     f"must be one of {sorted(models.REMAT_POLICIES)}, got {config.model.remat!r}",
   )
-  _validate_precision(config)
-  objective = objectives.make(config.objective)  # validates the objective, naming its fields
-  _check(
-    objective.config.surrogate.name != "flowrl",
-    "objective.surrogate.name",
-    "flowrl needs a learned log Z head, which the trainer does not build yet",
-  )
-
-
-def _validate_precision(config: ml_collections.ConfigDict) -> None:
-  from grpojax.precision import formats, policy
-
+  policy = precision_policy(config)
   pr = config.precision
-  _check(
-    pr.matmul in policy.MATMULS,
-    "precision.matmul",
-    f"must be one of {policy.MATMULS}, got {pr.matmul!r}",
-  )
-  _check(
-    pr.rollout_matmul == "same" or pr.rollout_matmul in policy.MATMULS,
+  _require(
+    pr.rollout_matmul == "same" or pr.rollout_matmul in precision.MATMULS,
     "precision.rollout_matmul",
-    f"must be 'same' or one of {policy.MATMULS}",
+    f"must be 'same' or one of {precision.MATMULS}",
   )
-  _check(
-    pr.base_format == "none" or pr.base_format in formats.WEIGHT_FORMATS,
-    "precision.base_format",
-    f"must be 'none' or one of {formats.WEIGHT_FORMATS}",
-  )
-  _check(pr.lora.rank >= 0, "precision.lora.rank", "must be >= 0")
-  _check(
-    pr.base_format == "none" or pr.lora.rank > 0,
+  _require(
+    policy.base_format == "none" or policy.lora_rank > 0,
     "precision.lora.rank",
     "a quantised base is frozen: set precision.lora.rank > 0 to train adapters",
   )
-  _check(not pr.aqn.enabled or pr.aqn.num_stages >= 1, "precision.aqn.num_stages", "must be >= 1")
-  _check(
+  _require(not pr.aqn.enabled or pr.aqn.num_stages >= 1, "precision.aqn.num_stages", "must be >= 1")
+  _require(
     not pr.aqn.enabled or 0 < pr.aqn.sigma_end <= pr.aqn.sigma_start,
     "precision.aqn.sigma_end",
     "must be in (0, precision.aqn.sigma_start]",
   )
+  return objectives.make(config.objective, group_size=ro.samples_per_prompt)
 
 
-def apply_precision(model: models.Decoder, config: ml_collections.ConfigDict) -> models.Decoder:
-  """Applies `config.precision` to a freshly built policy, in place (see grpojax.precision)."""
-  import jax
-
-  from grpojax.precision import policy
-
-  pr = config.precision
-  policy.set_matmul(model, pr.matmul)
-  policy.set_lm_head_f32(model, pr.lm_head_f32)
-  if pr.base_format != "none":
-    policy.quantize_base(model, pr.base_format, pr.lora.targets)
-  if pr.lora.rank > 0:
-    policy.add_lora(
-      model,
-      rank=pr.lora.rank,
-      alpha=pr.lora.alpha,
-      targets=pr.lora.targets,
-      key=jax.random.key(config.model.init_seed + 1),
+def check_mesh_divides(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """The batches a run splits over the batch axes (P·G rollout rows, micro-batches of M rows)
+  must divide evenly; the error names the fields and the mesh. (Prompt batches that do not
+  divide are replicated instead, as any row count that does not divide.)"""
+  shards = rules.leading_shards(rules.batch_sharding(mesh))
+  ro, tr = config.rollout, config.train
+  sizes = {
+    "rollout.prompts_per_step * rollout.samples_per_prompt": ro.prompts_per_step
+    * ro.samples_per_prompt,
+    "train.microbatch_rows": tr.microbatch_rows,
+  }
+  bad = {name: n for name, n in sizes.items() if n % shards}
+  if bad:
+    listed = ", ".join(f"config.{name} = {n}" for name, n in bad.items())
+    raise ConfigError(
+      f"{listed}: the mesh {dict(mesh.shape)} splits batches {shards} ways (data x fsdp), which "
+      f"does not divide them; make them multiples of {shards} or move devices to the tensor axis"
     )
-  return model
-
-
-def trainable_filter(config: ml_collections.ConfigDict):
-  """What the optimiser updates: LoRA adapters when configured, else every parameter."""
-  return nnx.LoRAParam if config.precision.lora.rank > 0 else nnx.Param
-
-
-def needs_reference(config: ml_collections.ConfigDict) -> bool:
-  """Whether the objective keeps a frozen reference policy (a KL term with β > 0)."""
-  return float(config.objective.kl.coef) > 0
 
 
 def build_tokenizer(config: ml_collections.ConfigDict):
@@ -191,17 +211,38 @@ def build_tokenizer(config: ml_collections.ConfigDict):
   )
   if path:
     return tokenizers.load_tokenizer(path)
-  return tokenizers.CharTokenizer(tokenizers.ARITHMETIC_ALPHABET)
+  return char_tokenizer.CharTokenizer(char_tokenizer.ARITHMETIC_ALPHABET)
 
 
-def build_model(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
-  """Loads `model.checkpoint`, or makes a random policy from the config's shape fields."""
+def build_model(
+  config: ml_collections.ConfigDict,
+  tokenizer,
+  heads: models.HeadsConfig,
+  *,
+  activation_sharding=None,
+  abstract: bool = False,
+) -> models.Decoder:
+  """Loads `model.checkpoint`, or makes a random policy from the config's shape fields.
+
+  Args:
+    config: the run config.
+    tokenizer: gives the vocabulary size and special ids of a random policy.
+    heads: the heads to build.
+    activation_sharding: rows of each layer's output pinned to this sharding (or None).
+    abstract: shapes only (nothing allocated, no weights read): for compile-only runs.
+  """
   m = config.model
-  dtype = _DTYPES[m.dtype]
+  kw = dict(
+    dtype=_DTYPES[m.dtype],
+    precision=precision_policy(config),
+    remat=m.remat,
+    activation_sharding=activation_sharding,
+    heads=heads,
+  )
   if m.checkpoint:
-    model = models.from_pretrained(m.checkpoint, dtype=dtype)
-    model.remat = m.remat
-    return apply_precision(model, config)
+    if abstract:
+      return models.abstract_pretrained(m.checkpoint, **kw)
+    return models.from_pretrained(m.checkpoint, seed=m.init_seed, **kw)
   cfg = models.ModelConfig(
     model_type=m.model_type,
     vocab_size=tokenizer.vocab_size,
@@ -217,9 +258,9 @@ def build_model(config: ml_collections.ConfigDict, tokenizer) -> models.Decoder:
     bos_token_id=tokenizer.bos_id,
     eos_token_id=tokenizer.eos_ids[0],
   )
-  return apply_precision(
-    models.Decoder(cfg, rngs=nnx.Rngs(m.init_seed), dtype=dtype, remat=m.remat), config
-  )
+  if abstract:
+    return models.abstract_policy(cfg, **kw)
+  return models.init_policy(cfg, seed=m.init_seed, **kw)
 
 
 def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
@@ -236,17 +277,30 @@ def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
       data_dir=data_dir,
     )
   return tasks.make_task(
-    t.name, difficulty=t.difficulty, seed=t.seed, heldout_size=t.heldout_size, operators=t.operators
+    t.name,
+    difficulty=t.difficulty,
+    seed=t.seed,
+    heldout_size=t.heldout_size,
+    operators=t.operators,
   )
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: str | None = None) -> Run:
-  """Builds the tokenizer, task, policy and objective of a validated config."""
+def build_run(
+  config: ml_collections.ConfigDict,
+  workdir: str | None = None,
+  *,
+  activation_sharding=None,
+  abstract: bool = False,
+) -> Run:
+  """Builds the tokenizer, task, objective and policy of a config (validated here first)."""
+  objective = validate_config(config)
   tok = build_tokenizer(config)
   task = build_task(config.task, None if workdir is None else os.path.join(workdir, "data"))
-  model = build_model(config, tok)
+  model = build_model(
+    config, tok, heads_for(objective), activation_sharding=activation_sharding, abstract=abstract
+  )
   if model.config.vocab_size < tok.vocab_size:
-    raise ValueError(
+    raise ConfigError(
       f"config.model: the policy's vocabulary ({model.config.vocab_size}) is "
       f"smaller than the tokenizer's ({tok.vocab_size})"
     )
@@ -262,9 +316,5 @@ def build_run(config: ml_collections.ConfigDict, workdir: str | None = None) -> 
     return ids if tok.bos_id is None else [tok.bos_id, *ids]
 
   return Run(
-    tokenizer=tok,
-    task=task,
-    model=model,
-    objective=objectives.make(config.objective),
-    encode_prompt=encode_prompt,
+    tokenizer=tok, task=task, objective=objective, model=model, encode_prompt=encode_prompt
   )

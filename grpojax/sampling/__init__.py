@@ -1,14 +1,24 @@
-"""Jitted KV-cache sampling: `generate` and the sampling methods it uses."""
+"""KV-cache sampling over an explicit state: prefill, decode, fork, extend, and the methods."""
 
-from grpojax.sampling.methods import SamplingParams, processed_logits, sample_token
-from grpojax.sampling.sampler import Completions, generate, generate_padded, pad_prompts
+from grpojax.sampling.branching import extend, fork
+from grpojax.sampling.methods import Greedy, Method, Sample, processed_logits, sample_token
+from grpojax.sampling.sampler import decode, generate, pad_prompts, prefill, sample
+from grpojax.sampling.state import Completions, SamplerState, completions
 
 __all__ = [
   "Completions",
-  "SamplingParams",
+  "Greedy",
+  "Method",
+  "Sample",
+  "SamplerState",
+  "completions",
+  "decode",
+  "extend",
+  "fork",
   "generate",
-  "generate_padded",
   "pad_prompts",
+  "prefill",
   "processed_logits",
+  "sample",
   "sample_token",
 ]

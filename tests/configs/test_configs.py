@@ -32,11 +32,9 @@ def test_config_builds_and_validates(path, arg):
       setup.validate_config(config)
     config.task.data_path = "train.jsonl"  # validation reads no files
     config.model.checkpoint = "checkpoint_dir"
-  if config.objective.recipe == "flowrl":
-    with pytest.raises(ValueError, match="log Z"):
-      setup.validate_config(config)
-  else:
-    setup.validate_config(config)
+  objective = setup.validate_config(config)
+  # The heads follow from what the objective reads: FlowRL's log Z gets its head.
+  assert setup.heads_for(objective).log_z == (config.objective.recipe == "flowrl")
   assert "python -m grpojax.main --config=configs/" in _load(path).__doc__
 
 
@@ -59,7 +57,14 @@ def test_unknown_argument_and_typos_fail_loudly():
     ("eval.pass_k", 16, "eval.pass_k"),
     ("optim.learning_rate", -1.0, "optim.learning_rate"),
     ("model.dtype", "float16", "model.dtype"),
-    ("objective.surrogate.epsilon_low", -0.1, "objective.surrogate.epsilon_low"),
+    ("objective.epsilon_low", -0.1, "objective.epsilon_low"),
+    ("objective.kl_kind", "k9", "objective.kl_kind"),
+    ("objective.correction.name", "tiss", "objective.correction.name"),
+    ("reward.overlong.cache", 99, "reward.overlong.cache"),
+    ("rollout.refill.max_generation_batches", 0, "rollout.refill.max_generation_batches"),
+    ("precision.lora.alpha", -1.0, "precision.lora.alpha"),
+    ("precision.matmul", "fp4", "precision.matmul"),
+    ("optim.head_learning_rate", -1.0, "optim.head_learning_rate"),
   ],
 )
 def test_bad_values_name_the_field(field, value, culprit):
@@ -71,3 +76,10 @@ def test_bad_values_name_the_field(field, value, culprit):
   node[leaf] = value
   with pytest.raises(ValueError, match=culprit.replace(".", r"\.")):
     setup.validate_config(config)
+
+
+def test_dapo_switches_on_its_data_side_techniques():
+  dapo = _load(os.path.join(REPO, "configs", "dapo.py")).get_config()
+  assert dapo.rollout.refill.enabled and dapo.reward.overlong.enabled
+  default = _load(os.path.join(REPO, "configs", "default.py")).get_config()
+  assert not default.rollout.refill.enabled and not default.reward.overlong.enabled

@@ -81,9 +81,9 @@ def test_real_two_process_jax_run():
 
 def _train_command(workdir):
   overrides = {
-    "objective.overlong.enabled": True,
-    "objective.overlong.max_len": 6,
-    "objective.overlong.cache": 4,
+    "reward.overlong.enabled": True,
+    "reward.overlong.max_len": 6,
+    "reward.overlong.cache": 4,
     "objective.entropy_coef": 0.01,
     "train.steps": 3,
     "checkpoint.every": 2,

@@ -61,7 +61,7 @@ def test_round_trip_through_config_flags():
     "seed": 7,
     "tokenizer.chat_template": True,
     "task.operators": "+ -",
-    "objective.kl.coef": 1e-5,
+    "objective.kl_coef": 1e-5,
     "rollout.top_p": 0.95,
   }
   args = xm_launch.build_job_args(f"{DEFAULT}:local", "/root", point, experiment_name="exp")

@@ -42,9 +42,12 @@ def _inputs(batch, length, dim, vocab, seed=0, scale=1.0):
   return hidden, unembed, targets, w1, w2
 
 
-def _reference64(hidden, unembed, targets, w1, w2, temperature):
-  """float64 NumPy log π(y), entropy, and the gradients of Σ w1·logπ + w2·H wrt h and U."""
+def _reference64(hidden, unembed, targets, w1, w2, temperature, *, temperature_grad=False):
+  """float64 NumPy log π(y), entropy, and the gradients of Σ w1·logπ + w2·H wrt h and U (and,
+  with `temperature_grad`, wrt a per-token temperature [B, T])."""
   b, t, d = hidden.shape
+  if np.ndim(temperature):
+    temperature = np.asarray(temperature, np.float64).reshape(-1, 1)
   h_nd = hidden.reshape(b * t, d).astype(np.float64)
   u_dv = unembed.astype(np.float64)
   y_n = targets.reshape(-1)
@@ -62,7 +65,11 @@ def _reference64(hidden, unembed, targets, w1, w2, temperature):
   ) / temperature
   grad_h = (dz_nv @ u_dv.T).reshape(b, t, d)
   grad_u = h_nd.T @ dz_nv
-  return logprobs_n.reshape(b, t), entropy_n.reshape(b, t), grad_h, grad_u
+  out = logprobs_n.reshape(b, t), entropy_n.reshape(b, t), grad_h, grad_u
+  if temperature_grad:
+    # z = h·U / τ, so dz/dτ = -z / τ and dL/dτ = -Σ_v (dL/dz_v / τ) z_v = -Σ_v dz_nv z_v.
+    return out + (-(dz_nv * z_nv).sum(-1).reshape(b, t),)
+  return out
 
 
 def _naive(hidden, unembed, targets, *, temperature):
@@ -160,6 +167,67 @@ def test_gradient_wrt_array_temperature_matches_naive():
   grad = jax.jit(jax.grad(loss), static_argnums=1)(jnp.float32(0.8), chunked)
   want = jax.jit(jax.grad(loss), static_argnums=1)(jnp.float32(0.8), _naive)
   np.testing.assert_allclose(grad, want, **TOL)
+
+
+# (B, T, seq_chunk, vocab_chunk): chunkings for the per-token temperature.
+PER_TOKEN_CASES = [(2, 5, 3, 4), (2, 5, 4, None), (2, 5, 10, 13), (2, 3, 1, 1), (1, 3, 16, 5)]
+
+
+def _temperatures(b, t, seed=0):
+  return np.random.default_rng(seed).uniform(0.4, 1.8, (b, t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("b,t,seq_chunk,vocab_chunk", PER_TOKEN_CASES)
+def test_per_token_temperature_matches_float64_reference(b, t, seq_chunk, vocab_chunk):
+  hidden, unembed, targets, w1, w2 = _inputs(b, t, 8, 13, seed=9)
+  tau = _temperatures(b, t)
+  fn = functools.partial(
+    logprobs.token_logprobs_and_entropy, seq_chunk=seq_chunk, vocab_chunk=vocab_chunk
+  )
+
+  def loss(hidden, unembed, tau):
+    lp, ent = fn(hidden, unembed, targets, temperature=tau)
+    return jnp.sum(w1 * lp + w2 * ent), (lp, ent)
+
+  (_, (lp, ent)), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(
+    hidden, unembed, tau
+  )
+  lp64, ent64, ref_h, ref_u, ref_tau = _reference64(
+    hidden, unembed, targets, w1, w2, tau, temperature_grad=True
+  )
+  np.testing.assert_allclose(lp, lp64, **TOL)
+  np.testing.assert_allclose(ent, ent64, **TOL)
+  for got, want in zip(grads, (ref_h, ref_u, ref_tau), strict=True):
+    np.testing.assert_allclose(got, want, **TOL)
+  # The naive helpers take per-token temperatures too.
+  naive_lp, naive_ent = _naive(hidden, unembed, targets, temperature=tau)
+  np.testing.assert_allclose(naive_lp, lp64, **TOL)
+  np.testing.assert_allclose(naive_ent, ent64, **TOL)
+
+
+def test_constant_per_token_temperature_equals_the_scalar():
+  hidden, unembed, targets, _, _ = _inputs(2, 5, 8, 13, seed=10)
+  kw = dict(seq_chunk=3, vocab_chunk=4)
+  scalar = logprobs.token_logprobs_and_entropy(hidden, unembed, targets, temperature=0.8, **kw)
+  per_token = logprobs.token_logprobs_and_entropy(
+    hidden, unembed, targets, temperature=np.full((2, 5), 0.8, np.float32), **kw
+  )
+  for a, b in zip(scalar, per_token, strict=True):
+    np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize(
+  "temperature,match",
+  [
+    (np.ones((2, 4), np.float32), "per-token temperature must be"),
+    (np.ones((2, 5, 1), np.float32), "temperature must be a scalar"),
+    (np.array([[1.0, 1, 1, 1, 0], [1, 1, 1, 1, 1]], np.float32), "every per-token temperature"),
+  ],
+)
+def test_invalid_per_token_temperature_is_named(temperature, match):
+  hidden, unembed, targets, _, _ = _inputs(2, 5, 8, 13)
+  with pytest.raises(ValueError, match=match):
+    logprobs.token_logprobs_and_entropy(hidden, unembed, targets, temperature=temperature)
 
 
 def test_without_entropy_returns_none_and_same_logprobs():

@@ -1,7 +1,5 @@
 """Tests for grpojax/objectives/aggregation.py."""
 
-import functools
-
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -48,9 +46,21 @@ def _random_batch(seed, batch=B, length=T, lengths=None):
   return loss, mask
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "max_len"))
-def _aggregate_jit(loss_bt, mask_bt, *, mode, max_len=MAX_LEN):
-  return aggregation.aggregate(loss_bt, mask_bt, mode=mode, max_len=max_len)
+MODES = {
+  "token_mean": aggregation.token_mean,
+  "seq_mean_token_mean": aggregation.seq_mean_token_mean,
+  "seq_mean_token_sum": aggregation.seq_mean_token_sum,
+  "seq_mean_token_sum_norm": aggregation.seq_mean_token_sum_norm,
+}
+
+
+def _aggregate(loss_bt, mask_bt, *, mode, max_len=MAX_LEN):
+  if mode == "seq_mean_token_sum_norm":
+    return aggregation.seq_mean_token_sum_norm(loss_bt, mask_bt, max_len=max_len)
+  return MODES[mode](loss_bt, mask_bt)
+
+
+_aggregate_jit = jax.jit(_aggregate, static_argnames=("mode", "max_len"))
 
 
 def test_hand_worked_values():
@@ -58,21 +68,21 @@ def test_hand_worked_values():
   mask = jnp.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
   # Row sums 6 and 4 (row 2 is all padding); 4 tokens; 2 valid sequences.
   # token_mean: (1+2+3+4)/4 = 10/4 = 2.5
-  s, d = aggregation.aggregate(loss, mask, mode="token_mean")
+  s, d = _aggregate(loss, mask, mode="token_mean")
   np.testing.assert_allclose([s, d], [10.0, 4.0])
   # seq_mean_token_mean: (6/3 + 4/1)/2 = (2+4)/2 = 3
-  s, d = aggregation.aggregate(loss, mask, mode="seq_mean_token_mean")
+  s, d = _aggregate(loss, mask, mode="seq_mean_token_mean")
   np.testing.assert_allclose([s, d], [6.0, 2.0])
   # seq_mean_token_sum: (6+4)/2 = 5
-  s, d = aggregation.aggregate(loss, mask, mode="seq_mean_token_sum")
+  s, d = _aggregate(loss, mask, mode="seq_mean_token_sum")
   np.testing.assert_allclose([s, d], [10.0, 2.0])
   # seq_mean_token_sum_norm, L_max = 4: 10/(2·4) = 1.25
-  s, d = aggregation.aggregate(loss, mask, mode="seq_mean_token_sum_norm", max_len=4)
+  s, d = _aggregate(loss, mask, mode="seq_mean_token_sum_norm", max_len=4)
   np.testing.assert_allclose([s, d], [10.0, 8.0])
   np.testing.assert_allclose(aggregation.finalize(s, d), 1.25)
 
 
-@pytest.mark.parametrize("mode", aggregation.MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_float64_reference(mode, seed):
   loss, mask = _random_batch(seed)
@@ -80,7 +90,7 @@ def test_matches_float64_reference(mode, seed):
   np.testing.assert_allclose(aggregation.finalize(s, d), _reference(loss, mask, mode), rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", aggregation.MODES)
+@pytest.mark.parametrize("mode", MODES)
 @hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(data=st.data())
 def test_exact_under_any_micro_batch_split(mode, data):
@@ -103,10 +113,10 @@ def test_exact_under_any_micro_batch_split(mode, data):
   np.testing.assert_allclose(split, full, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("mode", aggregation.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_vmap_over_micro_batches_sums_to_full_batch(mode):
   loss, mask = _random_batch(3, batch=6)
-  fn = jax.jit(jax.vmap(lambda x, m: aggregation.aggregate(x, m, mode=mode, max_len=MAX_LEN)))
+  fn = jax.jit(jax.vmap(lambda x, m: _aggregate(x, m, mode=mode)))
   sums, denoms = fn(loss.reshape(3, 2, T), mask.reshape(3, 2, T))
   assert sums.shape == denoms.shape == (3,)
   np.testing.assert_allclose(
@@ -114,13 +124,13 @@ def test_vmap_over_micro_batches_sums_to_full_batch(mode):
   )
 
 
-@pytest.mark.parametrize("mode", aggregation.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_all_padding_is_zero_with_finite_gradient(mode):
   loss = jnp.full((2, T), jnp.inf)
   mask = jnp.zeros((2, T))
 
   def f(loss_bt):
-    return aggregation.finalize(*aggregation.aggregate(loss_bt, mask, mode=mode, max_len=MAX_LEN))
+    return aggregation.finalize(*_aggregate(loss_bt, mask, mode=mode))
 
   value, grad = jax.jit(jax.value_and_grad(f))(loss)
   assert value == 0.0
@@ -151,14 +161,16 @@ def test_finalize_zero_denominator():
   assert all(np.isfinite(g) for g in grad)
 
 
-def test_unknown_mode_raises_with_valid_list():
+def test_default_max_len_is_the_padded_length():
+  # Dr. GRPO's L_max defaults to T, the generation budget of a batch of rollouts.
   loss, mask = _random_batch(0)
-  with pytest.raises(ValueError, match="'sequence_mean'.*token_mean, seq_mean_token_mean"):
-    aggregation.aggregate(loss, mask, mode="sequence_mean")
+  s, d = aggregation.seq_mean_token_sum_norm(loss, mask)
+  s_t, d_t = aggregation.seq_mean_token_sum_norm(loss, mask, max_len=loss.shape[-1])
+  assert float(s) == float(s_t) and float(d) == float(d_t)
 
 
-@pytest.mark.parametrize("max_len", [None, 0, -3, True])
+@pytest.mark.parametrize("max_len", [0, -3, True, "8"])
 def test_bad_max_len_raises(max_len):
   loss, mask = _random_batch(0)
   with pytest.raises(ValueError, match="max_len"):
-    aggregation.aggregate(loss, mask, mode="seq_mean_token_sum_norm", max_len=max_len)
+    aggregation.seq_mean_token_sum_norm(loss, mask, max_len=max_len)

@@ -43,12 +43,10 @@ def _reference(old, samp, mask, *, level, mode, high, low, seq_ratio):
     new_mask = np.where(outside, 0.0, mask)
   weights = np.where(valid, weights, 0.0)
   units_outside = (units_ratio > high) | (units_ratio < lo)
-  k3 = np.exp(token_log_ratio) - 1.0 - token_log_ratio
   metrics = {
     "is_ratio_mean": units_ratio[units_valid].mean(),
     "is_ratio_max": units_ratio[units_valid].max(),
     f"is_frac_{'truncated' if mode == 'truncate' else 'masked'}": units_outside[units_valid].mean(),
-    "mismatch_k3_kl": k3[valid].mean(),
   }
   return weights, new_mask, metrics
 
@@ -112,9 +110,6 @@ def test_hand_worked_token_level():
   # mean ρ = (3 + 0.5 + 1)/3 = 1.5; max 3.
   np.testing.assert_allclose(metrics["is_ratio_mean"], 1.5, rtol=1e-6)
   np.testing.assert_allclose(metrics["is_ratio_max"], 3.0, rtol=1e-6)
-  # k3 = ρ − 1 − ln ρ: (3 − 1 − 1.098612) + (0.5 − 1 + 0.693147) + 0 = 0.901388 + 0.193147
-  #    = 1.094535; mean 0.364845.
-  np.testing.assert_allclose(metrics["mismatch_k3_kl"], 0.364845, rtol=1e-5)
   # Two-sided TIS [0.8, 2]: w = [2, 0.8, 1]; 2 of 3 truncated.
   w, _, metrics = _correction_jit(
     old, samp, mask, level="token", mode="truncate", high=2.0, low=0.8

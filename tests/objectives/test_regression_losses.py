@@ -88,7 +88,7 @@ def test_oapl_matches_reference_and_gradient(beta2):
   np.testing.assert_allclose(metrics["residual_mean"], residual_b[rows].mean(), rtol=RTOL)
   np.testing.assert_allclose(metrics["seq_log_ratio_mean"], seq_b[rows].mean(), rtol=RTOL)
   # seq_mean_token_mean aggregation gives the paper's mean_i L_i.
-  total, denom = aggregation.aggregate(loss, mask, mode="seq_mean_token_mean")
+  total, denom = aggregation.seq_mean_token_mean(loss, mask)
   np.testing.assert_allclose(total / denom, want_b[rows].mean(), rtol=RTOL)
 
 

@@ -140,7 +140,7 @@ def test_stapo_loss_is_ppo_renormalised_over_kept_tokens():
     mask,
   )
   # The composer aggregates with the returned mask: token-mean over the kept tokens only.
-  total, denom = aggregation.aggregate(loss, keep, mode="token_mean")
+  total, denom = aggregation.token_mean(loss, keep)
   np.testing.assert_allclose(total / denom, ppo[want_keep].mean(), rtol=RTOL)
   np.testing.assert_allclose(metrics["stapo_masked_frac"], spurious.sum() / N_VALID, rtol=1e-6)
 

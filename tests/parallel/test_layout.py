@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grpojax import train
 from grpojax.parallel import host_data
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
+from grpojax.rl import setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -66,12 +66,12 @@ def test_mesh_that_does_not_split_the_batch_names_the_field():
   from configs import common
 
   config = common.finish(common.base("grpo"), "local")  # 2 prompts x 4 samples, 8-row micro
-  layout = _layout(data=8, fsdp=1, tensor=1)
-  train.check_mesh_divides(config, layout)  # 8 rows over 8 devices
+  mesh = _layout(data=8, fsdp=1, tensor=1).mesh
+  setup.check_mesh_divides(config, mesh)  # 8 rows over 8 devices
   with config.unlocked():
     config.train.microbatch_rows = 4
-  with pytest.raises(ValueError, match=r"config.train.microbatch_rows = 4 does not split"):
-    train.check_mesh_divides(config, layout)
+  with pytest.raises(ValueError, match=r"config.train.microbatch_rows = 4: .* 8 ways"):
+    setup.check_mesh_divides(config, mesh)
   with pytest.raises(ValueError, match="config.mesh"):
     with config.unlocked():
       config.mesh.tensor = 3

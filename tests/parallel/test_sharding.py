@@ -10,20 +10,19 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from grpojax import objectives
+from grpojax import objectives, sampling, types
 from grpojax.models import config as config_lib
 from grpojax.models import transformer
 from grpojax.parallel import mesh as mesh_lib
 from grpojax.parallel import rules as rules_lib
-from grpojax.parallel import steps as parallel_steps
-from grpojax.rl import sequences, steps
-from grpojax.sampling import methods, sampler
+from grpojax.rl import step
 
 AXES = ("data", "fsdp", "tensor")
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 4, 2)]
-B, TP, N = 8, 4, 6  # rows, prompt length, completion length
+B, TP, N, G = 8, 4, 6, 4  # rows, prompt length, completion length, group size
 
 
 def _mesh(sizes):
@@ -70,7 +69,7 @@ def test_make_mesh_errors_name_the_axis(axes, match):
 
 @pytest.fixture(scope="module")
 def setup():
-  """The tiny model, objective, optimiser, step functions, a batch and the unsharded step."""
+  """The tiny model, objective, optimiser, the RL update, a batch and the unsharded step."""
   cfg = config_lib.ModelConfig(
     model_type="qwen2",
     vocab_size=61,
@@ -85,39 +84,37 @@ def setup():
   model = transformer.Decoder(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   obj_config = objectives.default_config("grpo")
-  obj_config.kl.coef = 0.0
-  objective = objectives.make(obj_config)
+  obj_config.kl_coef = 0.0
+  objective = objectives.make(obj_config, group_size=G)
   optimizer = optax.adamw(1e-3, weight_decay=0.01)
-  fns = steps.build(
-    graphdef,
-    objective,
-    optimizer,
-    temperature=1.0,
-    compute_entropy=True,
-    seq_chunk=1024,
-    vocab_chunk=None,
-  )
+  # Two micro-batches of 4 rows: the sharded update also splits every micro-batch over devices.
+  ucfg = step.UpdateConfig(group_size=G, microbatch_rows=B // 2, seq_chunk=1024)
   rng = np.random.default_rng(0)
   completion_mask = rng.integers(0, 2, (B, N)).astype(np.int32)
   completion_mask[:, 0] = 1
-  seqs = sequences.Sequences(
+  seqs = types.Sequences(
     tokens=jnp.asarray(rng.integers(0, cfg.vocab_size, (B, TP + N)), jnp.int32),
     attn_mask=jnp.asarray(np.concatenate([np.ones((B, TP), np.int32), completion_mask], 1)),
     completion_mask=jnp.asarray(completion_mask),
   )
-  old_lp = jnp.asarray(rng.normal(size=(B, N)) - 3.0, jnp.float32)
-  batch = objectives.LossBatch(
-    old_logprobs=old_lp,
-    sampler_logprobs=old_lp + 0.01,
-    advantages=jnp.asarray(rng.normal(size=(B, N)), jnp.float32),
-    mask=jnp.asarray(completion_mask),
-    max_len=N,
+  batch = step.Batch(
+    seqs=seqs,
+    sampler_logprobs=jnp.asarray(rng.normal(size=(B, N)) - 3.0, jnp.float32),
+    rewards=jnp.asarray(rng.integers(0, 2, B), jnp.float32),
   )
-  opt_state = optimizer.init(params)
+  state = step.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    objective_state=objective.init(),
+    ref_params=None,
+    data=None,
+  )
   key = jax.random.key(1)
-  g, loss, denom, _, _ = fns.grad(params, seqs, batch, objective.init(), key)
-  new_params, new_opt, _, finite = fns.update(params, opt_state, g, denom)
-  assert bool(finite) and len(jax.tree.leaves(new_params)[0].devices()) == 1
+  update = step.build_update(graphdef, objective, optimizer, ucfg)
+  new_state, metrics = jax.jit(update)(jax.tree.map(jnp.copy, state), batch, key)
+  assert float(metrics["update/nonfinite"]) == 0
+  assert len(jax.tree.leaves(new_state.params)[0].devices()) == 1
   return dict(
     cfg=cfg,
     model=model,
@@ -125,19 +122,17 @@ def setup():
     params=params,
     objective=objective,
     optimizer=optimizer,
-    fns=fns,
-    seqs=seqs,
+    ucfg=ucfg,
     batch=batch,
-    opt_state=opt_state,
+    state=state,
+    opt_state=state.opt_state,
     key=key,
-    ref=dict(grads=g, loss=loss, denom=denom, params=new_params, opt_state=new_opt),
+    ref=dict(state=new_state, metrics=metrics),
   )
 
 
 def _specs(shardings):
-  return {
-    rules_lib.path_to_str(p): s.spec for p, s in jax.tree_util.tree_leaves_with_path(shardings)
-  }
+  return {types.path_to_str(p): s.spec for p, s in jax.tree_util.tree_leaves_with_path(shardings)}
 
 
 def test_param_shardings_default_rules(setup):
@@ -241,29 +236,48 @@ def test_batch_sharding(sizes, spec, rows):
 # --- sharded train step ----------------------------------------------------------------------
 
 
-def _place(setup, mesh):
+def _sharded_update(setup, mesh, *, pin: bool):
+  """The update jitted for `mesh` as `train.build` does it (in/out shardings, donation, and
+  micro-batch rows pinned to the batch axes), or left to propagation (`pin=False`)."""
   param_sh = rules_lib.param_shardings(setup["params"], mesh)
   opt_sh = rules_lib.param_shardings(setup["opt_state"], mesh)
   data = rules_lib.batch_sharding(mesh)
-  placed = dict(
-    params=rules_lib.shard_params(setup["params"], param_sh),
-    opt_state=rules_lib.shard_params(setup["opt_state"], opt_sh),
-    seqs=jax.device_put(setup["seqs"], data),
-    batch=jax.device_put(setup["batch"], data),
+  rep = rules_lib.replicated(mesh)
+  state_sh = setup["state"]._replace(
+    step=rep,
+    params=param_sh,
+    opt_state=opt_sh,
+    objective_state=jax.tree.map(lambda _: rep, setup["state"].objective_state),
   )
-  return param_sh, opt_sh, placed
+  micro = NamedSharding(mesh, P(None, None, *data.spec))
+  constrain = (lambda x: jax.lax.with_sharding_constraint(x, micro)) if pin else (lambda x: x)
+  update = step.build_update(
+    setup["graphdef"], setup["objective"], setup["optimizer"], setup["ucfg"], constrain=constrain
+  )
+  batch_sh = jax.tree.map(lambda _: data, setup["batch"])
+  state = jax.device_put(jax.tree.map(jnp.copy, setup["state"]), state_sh)
+  batch = jax.device_put(setup["batch"], batch_sh)
+  if pin:
+    update = jax.jit(
+      update,
+      in_shardings=(state_sh, batch_sh, rep),
+      out_shardings=(state_sh, rep),
+      donate_argnums=(0,),
+    )
+  else:
+    update = jax.jit(update)
+  return update, state, batch, state_sh
 
 
-def _assert_step_matches(setup, out, param_sh, opt_sh, *, grads_keep_layout: bool):
-  g, loss, denom, new_params, new_opt = out
+def _assert_update_matches(setup, new_state, metrics, state_sh, *, layout_kept=True):
   ref = setup["ref"]
-  np.testing.assert_allclose(float(loss), float(ref["loss"]), atol=1e-5, rtol=1e-5)
-  assert float(denom) == float(ref["denom"])
-  for name, got, want in (
-    ("grads", g, ref["grads"]),
-    ("params", new_params, ref["params"]),
-    ("opt_state", new_opt, ref["opt_state"]),
-  ):
+  for name in ("loss", "grad_norm", "objective/ratio_mean", "entropy/mean"):
+    # The on-policy loss is analytically 0 (advantages sum to 0 per group): an absolute floor.
+    np.testing.assert_allclose(
+      float(metrics[name]), float(ref["metrics"][name]), rtol=1e-5, atol=1e-7, err_msg=name
+    )
+  for name in ("params", "opt_state"):
+    got, want = getattr(new_state, name), getattr(ref["state"], name)
     for (path, a), b in zip(
       jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True
     ):
@@ -272,60 +286,41 @@ def _assert_step_matches(setup, out, param_sh, opt_sh, *, grads_keep_layout: boo
         np.asarray(b),
         atol=1e-5,
         rtol=1e-5,
-        err_msg=f"{name}: {rules_lib.path_to_str(path)}",
+        err_msg=f"{name}: {types.path_to_str(path)}",
       )
-  # The layout survives the step: updated parameters and optimiser state keep their shardings.
-  # Left to propagation, gradients need not (the embedding's scatter-add comes out replicated).
-  checks = [(new_params, param_sh), (new_opt, opt_sh)] + (
-    [(g, param_sh)] if grads_keep_layout else []
-  )
-  for tree, shardings in checks:
+    if not layout_kept:
+      continue
+    # The layout survives the update.
     for (path, a), s in zip(
-      jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(shardings), strict=True
+      jax.tree_util.tree_leaves_with_path(got),
+      jax.tree.leaves(getattr(state_sh, name)),
+      strict=True,
     ):
-      assert a.sharding.is_equivalent_to(s, a.ndim), (rules_lib.path_to_str(path), a.sharding, s)
+      assert a.sharding.is_equivalent_to(s, a.ndim), (types.path_to_str(path), a.sharding, s)
 
 
 @pytest.mark.parametrize("sizes", MESHES, ids=lambda s: "x".join(map(str, s)))
-def test_sharded_step_equals_unsharded(setup, sizes):
-  """The unmodified jitted steps, fed sharded inputs, propagate the layout and match."""
-  mesh = _mesh(sizes)
-  param_sh, opt_sh, x = _place(setup, mesh)
-  fns, obj = setup["fns"], setup["objective"]
-  g, loss, denom, _, _ = fns.grad(x["params"], x["seqs"], x["batch"], obj.init(), setup["key"])
-  assert all(
-    a.sharding == s
-    for a, s in zip(jax.tree.leaves(x["params"]), jax.tree.leaves(param_sh), strict=True)
-  )
-  q = x["params"]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
+def test_sharded_update_equals_unsharded(setup, sizes):
+  """The update jitted with the trainer's shardings and donation matches the one-device one."""
+  update, state, batch, state_sh = _sharded_update(setup, _mesh(sizes), pin=True)
+  q = state.params["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
   fsdp, tensor = sizes[1], sizes[2]
   assert {s.data.shape for s in q.addressable_shards} == {(32 // fsdp, 32 // tensor)}
-  new_params, new_opt, _, finite = fns.update(x["params"], x["opt_state"], g, denom)
-  assert bool(finite)
-  _assert_step_matches(
-    setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh, grads_keep_layout=False
-  )
-
-
-def test_sharded_steps_wrapper_pins_layout_and_donates(setup):
-  mesh = _mesh((2, 2, 2))
-  param_sh, opt_sh, x = _place(setup, mesh)
-  fns = parallel_steps.sharded_steps(
-    setup["fns"], mesh=mesh, param_shardings=param_sh, opt_shardings=opt_sh
-  )
-  obj = setup["objective"]
-  g, loss, denom, _, _ = fns.grad(x["params"], x["seqs"], x["batch"], obj.init(), setup["key"])
-  new_params, new_opt, _, _ = fns.update(x["params"], x["opt_state"], g, denom)
-  _assert_step_matches(
-    setup, (g, loss, denom, new_params, new_opt), param_sh, opt_sh, grads_keep_layout=True
-  )
-  for a, s in zip(jax.tree.leaves(new_params), jax.tree.leaves(param_sh), strict=True):
+  new_state, metrics = update(state, batch, setup["key"])
+  _assert_update_matches(setup, new_state, metrics, state_sh)
+  for a, s in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state_sh.params), strict=True):
     assert a.sharding == s  # pinned by out_shardings, not just equivalent
-  assert all(a.is_deleted() for a in jax.tree.leaves(x["params"]))  # donated
-  # shard_params copied, so donating the placed tree left the originals alive.
+  assert all(a.is_deleted() for a in jax.tree.leaves(state.params))  # donated
   assert not any(a.is_deleted() for a in jax.tree.leaves(setup["params"]))
-  logprobs, entropy = fns.score(new_params, x["seqs"])
-  assert logprobs.shape == (B, N) and entropy.shape == (B, N)
+
+
+def test_unpinned_update_computes_the_same_step(setup):
+  """Fed sharded inputs, the plain jitted update computes the same step. Left to propagation,
+  XLA may lay small parameters out otherwise (a norm scale came out split over fsdp), which is
+  why the trainer pins the state's shardings (`test_sharded_update_equals_unsharded`)."""
+  update, state, batch, state_sh = _sharded_update(setup, _mesh((2, 2, 2)), pin=False)
+  new_state, metrics = update(state, batch, setup["key"])
+  _assert_update_matches(setup, new_state, metrics, state_sh, layout_kept=False)
 
 
 # --- sharded sampling ------------------------------------------------------------------------
@@ -335,19 +330,19 @@ def test_sharded_steps_wrapper_pins_layout_and_donates(setup):
 def test_sharded_sampling_equals_unsharded(setup, temperature):
   graphdef, state = nnx.split(setup["model"])
   prompts = [[5, 17, 33, 9, 41], [60, 3, 8], [12, 14, 4, 7, 7, 30, 2], [1]]
-  tokens, mask = sampler.pad_prompts(prompts, pad_id=0, bucket=8)
+  tokens, mask = sampling.pad_prompts(prompts, pad_id=0, bucket=8)
   kw = dict(
     max_new_tokens=6,
     num_samples=2,
-    params=methods.SamplingParams(temperature=temperature),
+    method=sampling.Greedy() if temperature == 0 else sampling.Sample(temperature),
     stop_ids=(),
     pad_id=0,
   )
   key = jax.random.key(7)
-  ref = sampler.generate_padded(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), key, **kw)
+  ref = sampling.sample(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), key, **kw)
   mesh = _mesh((2, 2, 2))
   data = rules_lib.batch_sharding(mesh)
-  out = sampler.generate_padded(
+  out = sampling.sample(
     graphdef,
     rules_lib.shard_params(state, rules_lib.param_shardings(state, mesh)),
     jax.device_put(jnp.asarray(tokens), data),
@@ -365,22 +360,10 @@ def test_sharded_sampling_equals_unsharded(setup, temperature):
     assert len(set(np.asarray(ref.tokens).ravel().tolist())) > 1
 
 
-def test_sharded_steps_lower_for_a_target_mesh_without_arrays(setup):
-  """A compile-only dry run: lower `grad` and `update` from shapes and shardings alone."""
+def test_sharded_update_lowers_for_a_target_mesh_without_arrays(setup):
+  """A compile-only dry run: lower the update from shapes and shardings alone."""
   mesh = _mesh((1, 4, 2))
-  param_sh = rules_lib.param_shardings(setup["params"], mesh)
-  opt_sh = rules_lib.param_shardings(setup["opt_state"], mesh)
-  fns = parallel_steps.sharded_steps(
-    setup["fns"], mesh=mesh, param_shardings=param_sh, opt_shardings=opt_sh
-  )
+  update, state, batch, state_sh = _sharded_update(setup, mesh, pin=True)
   abstract = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-  params, opt_state = abstract(setup["params"]), abstract(setup["opt_state"])
-  fns.grad.lower(
-    params,
-    abstract(setup["seqs"]),
-    abstract(setup["batch"]),
-    setup["objective"].init(),
-    setup["key"],
-  )
-  hlo = fns.update.lower(params, opt_state, params, jax.ShapeDtypeStruct((), jnp.float32)).as_text()
+  hlo = update.lower(abstract(setup["state"]), abstract(setup["batch"]), setup["key"]).as_text()
   assert "mhlo.sharding" in hlo or "sdy.sharding" in hlo

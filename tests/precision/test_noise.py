@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grpojax import models
-from grpojax.parallel import rules
+from grpojax import models, types
 from grpojax.precision import noise
 
 # K = 10, σ_start = 1e-2, σ_end = 1e-4, T = 100: ten intervals of 10 steps. Interval k >= 1 has
@@ -117,7 +116,7 @@ def _params():
 
 
 def _by_path(tree):
-  return {rules.path_to_str(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {types.path_to_str(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 NORM_PATHS = {

@@ -11,7 +11,7 @@ from flax import nnx
 
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import rollout, setup
+from grpojax.rl import rollout, setup, source
 from grpojax.tasks import example as example_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,9 +22,8 @@ def _config(dynamic: bool):
   from configs import common
 
   config = common.finish(common.base("dapo"), "local")
-  config.objective.dynamic_sampling.enabled = dynamic
-  config.objective.dynamic_sampling.max_num_gen_batches = 4
-  config.objective.overlong.enabled = False
+  config.rollout.refill.enabled = dynamic
+  config.rollout.refill.max_generation_batches = 4
   config.rollout.prompts_per_step = 4
   return config
 
@@ -48,6 +47,25 @@ def _task():
 ONE_DEVICE = layout_lib.Layout(mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]))
 
 
+def _sample(run, layout, config, key, params=None):
+  """`rollout.sample_groups` from the start of the prompt stream; (rollout, position)."""
+  graphdef, own = nnx.split(run.model)
+  sampler = rollout.make_sampler(graphdef, config, run.tokenizer)
+  src = source.sequential()
+  ro = rollout.sample_groups(
+    run,
+    layout,
+    sampler,
+    own if params is None else params,
+    config,
+    src,
+    source.DataState(source=src.init()),
+    key,
+    rollout.group_edit(config),
+  )
+  return ro, int(ro.data.source.position)
+
+
 @pytest.fixture(scope="module")
 def fake_run():
   config = _config(dynamic=True)
@@ -57,17 +75,14 @@ def fake_run():
 
 def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
   config = _config(dynamic=True)
-  graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(
-    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(0)
-  )
+  ro, position = _sample(fake_run, ONE_DEVICE, config, jax.random.key(0))
   p, g = 4, config.rollout.samples_per_prompt
-  assert ro.seqs.tokens.shape[0] == p * g  # shape never changes
-  rewards_pg = ro.rewards.reshape(p, g)
+  assert ro.batch.seqs.tokens.shape[0] == p * g  # shape never changes
+  rewards_pg = np.asarray(ro.batch.rewards).reshape(p, g)
   spread = rewards_pg.max(axis=1) > rewards_pg.min(axis=1)
   np.testing.assert_array_equal(spread, ro.informative)
   # Informative groups come first; any filler group is uninformative and carries no loss.
-  mask = np.asarray(ro.seqs.completion_mask).reshape(p, g, -1)
+  mask = np.asarray(ro.batch.seqs.completion_mask).reshape(p, g, -1)
   for i in range(p):
     assert (mask[i].sum() > 0) == bool(ro.informative[i])
   assert list(ro.informative) == sorted(ro.informative, reverse=True)
@@ -78,14 +93,11 @@ def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
 
 def test_without_dynamic_sampling_one_batch_in_order(fake_run):
   config = _config(dynamic=False)
-  graphdef, params = nnx.split(fake_run.model, nnx.Param)
-  ro, position = rollout.sample_groups(
-    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(0)
-  )
+  ro, position = _sample(fake_run, ONE_DEVICE, config, jax.random.key(0))
   assert position == 4 and ro.metrics["rollout/generation_batches"] == 1
-  decided = ro.rewards.reshape(4, -1)[[0, 2]]
+  decided = np.asarray(ro.batch.rewards).reshape(4, -1)[[0, 2]]
   assert (decided == 1.0).all()  # prompts 0 and 2 kept in place, uninformative
-  assert np.asarray(ro.seqs.completion_mask).sum() > 0
+  assert np.asarray(ro.batch.seqs.completion_mask).sum() > 0
 
 
 def test_too_long_prompt_is_named(fake_run):
@@ -99,26 +111,22 @@ def test_too_long_prompt_is_named(fake_run):
 def test_rollout_split_over_eight_devices_equals_one_device(fake_run, dynamic):
   """Rows split over 8 devices (each reading and verifying its own) give the same rollout."""
   config = _config(dynamic=dynamic)
-  graphdef, params = nnx.split(fake_run.model, nnx.Param)
+  params = nnx.state(fake_run.model)
   eight = layout_lib.Layout(mesh_lib.make_mesh({"data": 4, "fsdp": 2}))
-  one, pos1 = rollout.sample_groups(
-    fake_run, ONE_DEVICE, graphdef, params, config, 0, jax.random.key(3)
-  )
-  many, pos8 = rollout.sample_groups(
+  one, pos1 = _sample(fake_run, ONE_DEVICE, config, jax.random.key(3))
+  many, pos8 = _sample(
     fake_run,
     eight,
-    graphdef,
-    jax.device_put(params, eight.sample_shardings(params)),
     config,
-    0,
     jax.random.key(3),
+    jax.device_put(params, eight.sample_shardings(params)),
   )
   assert pos1 == pos8
-  assert many.seqs.tokens.sharding.spec[0] == ("data", "fsdp")
-  np.testing.assert_array_equal(one.rewards, many.rewards)
-  for a, b in zip(jax.tree.leaves(one.seqs), jax.tree.leaves(many.seqs), strict=True):
+  assert many.batch.seqs.tokens.sharding.spec[0] == ("data", "fsdp")
+  np.testing.assert_array_equal(np.asarray(one.batch.rewards), np.asarray(many.batch.rewards))
+  for a, b in zip(jax.tree.leaves(one.batch.seqs), jax.tree.leaves(many.batch.seqs), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   np.testing.assert_allclose(
-    np.asarray(one.sampler_logprobs), np.asarray(many.sampler_logprobs), atol=1e-5
+    np.asarray(one.batch.sampler_logprobs), np.asarray(many.batch.sampler_logprobs), atol=1e-5
   )
   assert one.metrics == many.metrics

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from grpojax.models import tokenizers
+from grpojax.models import char_tokenizer
 from grpojax.tasks import arithmetic, verifiers
 from grpojax.tasks import example as example_lib
 
-_ALPHABET = set(tokenizers.ARITHMETIC_ALPHABET)
+_ALPHABET = set(char_tokenizer.ARITHMETIC_ALPHABET)
 
 
 def _left_to_right(expression: str) -> int:

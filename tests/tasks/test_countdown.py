@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from grpojax.models import tokenizers
+from grpojax.models import char_tokenizer
 from grpojax.tasks import countdown, verifiers
 from grpojax.tasks import example as example_lib
 
-_ALPHABET = set(tokenizers.ARITHMETIC_ALPHABET)
+_ALPHABET = set(char_tokenizer.ARITHMETIC_ALPHABET)
 
 
 def test_prompt_round_trip():

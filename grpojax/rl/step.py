@@ -1,0 +1,360 @@
+"""The one jitted update of an RL step, and the supervised warm-start update.
+
+  update(state, batch, key) -> (state, metrics)
+
+holds everything between a finished rollout and the next one: the pre-update scoring (when the
+recipe needs the old log-probs before updating, or when the policy moves within the step), the
+reference policy's log-probs, the advantages, `epochs x minibatches` optimiser steps each over a
+`lax.scan` of micro-batches (gradients, loss sums and denominators summed exactly), global-norm
+clipping + AdamW, the non-finite guard (a non-finite gradient leaves parameters and optimiser
+state as they were and is counted) and the objective's once-per-step `finalize`. The trainer
+jits it once with in/out shardings and donates the state (`train.build`); the dry run and the
+benchmarks compile the same function.
+
+Micro-batches are contiguous row slices: minibatch u holds rows [u·B/M, (u+1)·B/M), micro-batch
+k of it the k-th slice of `microbatch_rows` rows, each split over the batch axes of the mesh.
+The randomness of micro-batch (update u, first row r) is `fold_in(key, 1 + u·B + r)`.
+
+With one optimiser step per rollout the old log-probs are the current policy's, so they come
+out of the update's own forward pass (detached), as TRL does; otherwise the rollout is scored
+first. Metrics are device arrays: nothing here waits for the host.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from grpojax import models, objectives, types
+from grpojax.objectives import aggregation, masked
+
+
+class TrainState(NamedTuple):
+  """Everything a resumed run needs, as one checkpointable pytree.
+
+  Attributes:
+    step: the global step (warm-start steps, then RL steps).
+    params: the policy's whole NNX state (decoder, heads, frozen quantised bases, adapters).
+    opt_state: optimiser state over the trainable part of `params`.
+    objective_state: the objective's `ObjectiveState`.
+    ref_params: a frozen reference policy (only when the objective reads its log-probs).
+    data: the data side's state (`rl.source.DataState`): where the prompt stream is, replay.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  objective_state: Any
+  ref_params: Any
+  data: Any
+
+
+class Batch(NamedTuple):
+  """What an RL update consumes: P groups of G rows, prompt-major.
+
+  Attributes:
+    seqs: trainer rows; `completion_mask` is 0 on groups kept only to fill the batch.
+    sampler_logprobs: [B, N] log-probs under the distribution the sampler drew from.
+    rewards: [B] scalar rewards.
+  """
+
+  seqs: types.Sequences
+  sampler_logprobs: jax.Array
+  rewards: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateConfig:
+  """The static shape of an update.
+
+  Attributes:
+    group_size: G, samples per prompt.
+    epochs: passes over the rollout.
+    minibatches: optimiser steps per pass.
+    microbatch_rows: rows per forward/backward.
+    temperature: the sampling temperature; the trainer scores at the same one.
+    seq_chunk, vocab_chunk: chunking of the log-prob computation.
+    max_tis_ratio: the cap reported by `mismatch/beyond_tis_frac`.
+  """
+
+  group_size: int
+  epochs: int = 1
+  minibatches: int = 1
+  microbatch_rows: int = 256
+  temperature: float = 1.0
+  seq_chunk: int = 1024
+  vocab_chunk: int | None = None
+  max_tis_ratio: float = 2.0
+
+
+def split_trainable(params, trainable=nnx.Param):
+  """(the variables the optimiser updates, the frozen rest) of a model's state."""
+  return nnx.split_state(params, trainable, ...)
+
+
+def fuses_old_logprobs(objective: objectives.Objective, cfg: UpdateConfig) -> bool:
+  """Whether the old log-probs come out of the update's own forward pass: exact when the policy
+  takes one optimiser step per rollout and the advantages do not need them first."""
+  return cfg.epochs * cfg.minibatches == 1 and not objective.advantages_need_old_logprobs
+
+
+def mismatch_metrics(trainer_lp, sampler_lp, mask, *, tis_cap: float = 2.0):
+  """How far the sampler's log-probs are from the trainer's on the same tokens (device scalars).
+
+  Returns:
+    `mismatch/abs_logprob` (mean |Δ log p|), `mismatch/k3_kl` (the k3 estimate of
+    KL(sampler ‖ trainer) per token) and `mismatch/beyond_tis_frac` (the fraction of tokens whose
+    ratio π_trainer/π_sampler lies outside [1/tis_cap, tis_cap]: what TIS/MIS with that cap
+    would clip).
+  """
+  valid = mask > 0
+  delta = jnp.where(valid, trainer_lp - sampler_lp, 0.0)
+  log_r = jnp.clip(delta, -20.0, 20.0)
+  k3 = jnp.expm1(log_r) - log_r
+  beyond = (jnp.abs(delta) > np.log(tis_cap)).astype(jnp.float32)
+  return {
+    "mismatch/abs_logprob": masked.masked_mean(jnp.abs(delta), valid),
+    "mismatch/k3_kl": masked.masked_mean(k3, valid),
+    "mismatch/beyond_tis_frac": masked.masked_mean(beyond, valid),
+  }
+
+
+def merge_metrics(metrics_k: dict, weights_k: jax.Array) -> dict:
+  """Combines metrics stacked over micro-batches (leading axes): `*_max` take the max, `*_min`
+  the min, every other metric (a mean over its micro-batch's tokens) the token-weighted mean."""
+  weights = weights_k.reshape(-1)
+  total = jnp.maximum(jnp.sum(weights), 1.0)
+  out = {}
+  for name, values in metrics_k.items():
+    values = values.reshape(-1)
+    if name.endswith("_max"):
+      out[name] = jnp.max(values)
+    elif name.endswith("_min"):
+      out[name] = jnp.min(values)
+    else:
+      out[name] = jnp.sum(values * weights) / total
+  return out
+
+
+def _apply_gradients(optimizer, split, params, opt_state, grad_sum, denominator):
+  """One optimiser step on Σ grads / Σ denominators; a non-finite gradient changes nothing."""
+  grads = jax.tree.map(lambda g: g / jnp.maximum(denominator, 1e-8), grad_sum)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(grad_norm)
+  train_params, frozen = split(params)
+  updates, new_opt_state = optimizer.update(grads, opt_state, train_params)
+  new_params = nnx.merge_state(optax.apply_updates(train_params, updates), frozen)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
+
+
+def _micro(tree, k: int, rows: int, constrain):
+  """[B, ...] leaves -> [B / rows, rows, ...] (contiguous), each micro-batch on every device."""
+  return jax.tree.map(lambda x: constrain(x.reshape(k, rows, *x.shape[1:])), tree)
+
+
+def _rows(tree):
+  """[K, rows, ...] -> [K·rows, ...]."""
+  return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
+
+
+def build_update(
+  graphdef,
+  objective: objectives.Objective,
+  optimizer: optax.GradientTransformation,
+  cfg: UpdateConfig,
+  *,
+  trainable=nnx.Param,
+  use_reference: bool = False,
+  constrain: Callable = lambda x: x,
+) -> Callable:
+  """The RL update `update(state, batch, key) -> (state, metrics)` (not yet jitted).
+
+  Args:
+    graphdef: the policy's NNX graph definition.
+    objective: the objective (`objectives.make`).
+    optimizer: applied to the gradient of the batch loss w.r.t. the trainable parameters.
+    cfg: the update's static shape.
+    trainable: an NNX filter of what the optimiser updates (full fine-tuning: `nnx.Param`;
+      LoRA: adapters and heads; a critic warm-up: the heads alone). The rest is bit-identical
+      after the update.
+    use_reference: whether `state.ref_params` holds a reference policy to score.
+    constrain: applied to every [K, rows, ...] micro-batch stack (the trainer pins rows to the
+      batch axes of its mesh with a sharding constraint).
+
+  Returns:
+    The update function; metrics are float32 device scalars: `objective/*` (merged over
+    micro-batches), `loss`, `grad_norm` (means over optimiser steps), `entropy/mean`,
+    `mismatch/*` (old vs sampler log-probs over the whole batch), `update/nonfinite` (skipped
+    optimiser steps).
+  """
+  split = lambda params: split_trainable(params, trainable)
+  fused = fuses_old_logprobs(objective, cfg)
+  score_kw = dict(temperature=cfg.temperature, seq_chunk=cfg.seq_chunk, vocab_chunk=cfg.vocab_chunk)
+  num_updates = cfg.epochs * cfg.minibatches
+
+  def score_all(params, seqs, k):
+    """Old (or reference) log-probs and entropy of every row, micro-batch by micro-batch."""
+
+    def body(_, seqs_m):
+      out = models.split_and_score(graphdef, params, seqs_m, compute_entropy=True, **score_kw)
+      return None, (out.logprobs, out.entropy)
+
+    _, (lp, ent) = jax.lax.scan(body, None, _micro(seqs, k, cfg.microbatch_rows, constrain))
+    return _rows(lp), _rows(ent)
+
+  def micro_loss(train_params, frozen, seqs_m, x_m, obj_state, key):
+    policy = models.split_and_score(
+      graphdef, nnx.merge_state(train_params, frozen), seqs_m, compute_entropy=True, **score_kw
+    )
+    old = jax.lax.stop_gradient(policy.logprobs) if fused else x_m["old"]
+    inputs = objectives.LossInputs(
+      logprobs=policy.logprobs,
+      mask=seqs_m.completion_mask,
+      old_logprobs=old,
+      sampler_logprobs=x_m["sampler"],
+      ref_logprobs=x_m.get("ref"),
+      advantages=x_m["adv"],
+      entropy=policy.entropy,
+      values=policy.values,
+      log_z=policy.log_z,
+      temperature=policy.temperature,
+      rewards=x_m["rewards"],
+      key=key,
+    )
+    loss_sum, denominator, metrics, obj_state = objective.loss(obj_state, inputs)
+    entropy = jax.lax.stop_gradient(policy.entropy)
+    return loss_sum, (denominator, metrics, obj_state, old, entropy)
+
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+  def update(state: TrainState, batch: Batch, key):
+    seqs, mask = batch.seqs, batch.seqs.completion_mask
+    rows = mask.shape[0]
+    if rows % (cfg.minibatches * cfg.microbatch_rows) or rows % cfg.group_size:
+      raise ValueError(
+        f"a batch of {rows} rows does not split into {cfg.minibatches} minibatches of "
+        f"micro-batches of {cfg.microbatch_rows} rows and groups of {cfg.group_size}"
+      )
+    k_all = rows // cfg.microbatch_rows
+    mb_rows = rows // cfg.minibatches
+    k_mb = mb_rows // cfg.microbatch_rows
+    per_row = {"sampler": batch.sampler_logprobs, "rewards": batch.rewards}
+    old_lp = entropy = None
+    if not fused:
+      old_lp, entropy = score_all(state.params, seqs, k_all)
+      per_row["old"] = old_lp
+    if use_reference:
+      per_row["ref"] = score_all(state.ref_params, seqs, k_all)[0]
+    rewards_pg = batch.rewards.reshape(rows // cfg.group_size, cfg.group_size)
+    group_inputs = objectives.GroupInputs(mask=mask, old_logprobs=old_lp)
+    adv, obj_state = objective.advantages(rewards_pg, state.objective_state, group_inputs)
+    per_row["adv"] = adv
+
+    # [M, K, rows, ...]: minibatch u's micro-batches, each split over the batch axes.
+    mb_seqs = jax.tree.map(
+      lambda x: constrain(x.reshape(cfg.minibatches, k_mb, cfg.microbatch_rows, *x.shape[1:])),
+      (seqs, per_row),
+    )
+
+    def optimizer_step(carry, u):
+      params, opt_state, obj_state = carry
+      mb = u % cfg.minibatches
+      seqs_k, x_k = jax.tree.map(lambda x: x[mb], mb_seqs)
+      train_params, frozen = split(params)
+
+      def micro_step(acc, xs):
+        grads, loss_sum, denominator, obj_state = acc
+        seqs_m, x_m, k = xs
+        first_row = mb * mb_rows + k * cfg.microbatch_rows
+        key_m = jax.random.fold_in(key, 1 + u * rows + first_row)
+        (ls, (dn, metrics, obj_state, old, ent)), g = grad_fn(
+          train_params, frozen, seqs_m, x_m, obj_state, key_m
+        )
+        grads = jax.tree.map(jnp.add, grads, g)
+        weight = jnp.sum((seqs_m.completion_mask > 0).astype(jnp.float32))
+        return (grads, loss_sum + ls, denominator + dn, obj_state), (metrics, weight, old, ent)
+
+      zeros = jax.tree.map(jnp.zeros_like, train_params)
+      acc = (zeros, jnp.float32(0.0), jnp.float32(0.0), obj_state)
+      micro_xs = (seqs_k, x_k, jnp.arange(k_mb))
+      if k_mb == 1:
+        acc, out = micro_step(acc, jax.tree.map(lambda x: x[0], micro_xs))
+        out = jax.tree.map(lambda x: x[None], out)
+      else:
+        acc, out = jax.lax.scan(micro_step, acc, micro_xs)
+      grads, loss_sum, denominator, obj_state = acc
+      params, opt_state, grad_norm, finite = _apply_gradients(
+        optimizer, split, params, opt_state, grads, denominator
+      )
+      loss = aggregation.finalize(loss_sum, denominator)
+      step_out = (out, loss, grad_norm, finite)
+      return (params, opt_state, obj_state), step_out
+
+    carry = (state.params, state.opt_state, obj_state)
+    if num_updates == 1:
+      carry, outs = optimizer_step(carry, jnp.int32(0))
+      outs = jax.tree.map(lambda x: x[None], outs)
+    else:
+      carry, outs = jax.lax.scan(optimizer_step, carry, jnp.arange(num_updates))
+    params, opt_state, obj_state = carry
+    (metrics_uk, weights_uk, old_uk, ent_uk), losses, grad_norms, finite = outs
+    if fused:  # one optimiser step: its forward pass gave the old log-probs and entropy
+      old_lp, entropy = _rows(old_uk[0]), _rows(ent_uk[0])
+    metrics = {f"objective/{k}": v for k, v in merge_metrics(metrics_uk, weights_uk).items()}
+    metrics["loss"] = jnp.mean(losses)
+    metrics["grad_norm"] = jnp.mean(grad_norms)
+    metrics["update/nonfinite"] = jnp.sum(~finite).astype(jnp.float32)
+    metrics["entropy/mean"] = masked.masked_mean(entropy, mask > 0)
+    metrics.update(
+      mismatch_metrics(old_lp, batch.sampler_logprobs, mask, tis_cap=cfg.max_tis_ratio)
+    )
+    new_state = state._replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      objective_state=objective.finalize(obj_state),
+    )
+    return new_state, metrics
+
+  return update
+
+
+def build_sft_update(
+  graphdef, optimizer: optax.GradientTransformation, *, seq_chunk: int, trainable=nnx.Param
+) -> Callable:
+  """The warm-start update `sft_update(state, seqs) -> (state, metrics)`: one optimiser step on
+  the token-mean negative log-likelihood of the completions (the reference solutions)."""
+  split = lambda params: split_trainable(params, trainable)
+
+  def nll(train_params, frozen, seqs):
+    out = models.split_and_score(
+      graphdef,
+      nnx.merge_state(train_params, frozen),
+      seqs,
+      temperature=1.0,
+      compute_entropy=False,
+      seq_chunk=seq_chunk,
+      vocab_chunk=None,
+    )
+    return -masked.masked_sum(out.logprobs, seqs.completion_mask)
+
+  def sft_update(state: TrainState, seqs: types.Sequences):
+    loss_sum, grads = jax.value_and_grad(nll)(*split(state.params), seqs)
+    count = jnp.sum(seqs.completion_mask).astype(jnp.float32)
+    params, opt_state, grad_norm, finite = _apply_gradients(
+      optimizer, split, state.params, state.opt_state, grads, count
+    )
+    metrics = {
+      "sft/nll": loss_sum / jnp.maximum(count, 1.0),
+      "sft/grad_norm": grad_norm,
+      "update/nonfinite": (~finite).astype(jnp.float32),
+    }
+    return state._replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return sft_update
