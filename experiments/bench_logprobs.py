@@ -32,6 +32,9 @@ Earlier runs while other jobs shared the cores (load average 4-7; runs varied by
     median time   naive 77.3 s      chunked 261.8 s    ratio 3.4 (an interleaved 2,048-token
                   probe put its CPU time at 1.45x naive, the vocabulary-major one at 1.18x)
 
+These figures predate the current `token_logprobs_and_entropy` (it has since learnt per-token
+temperatures); rerun the script for current ones.
+
 Chunked work is four logits-sized matmuls (forward, recompute, dh, dU) against naive's three,
 so ~1.1-1.3x is the expected range; the naive program makes up part of it by streaming its
 5 GiB arrays through memory several times.
@@ -39,6 +42,7 @@ so ~1.1-1.3x is the expected range; the naive program makes up part of it by str
   python experiments/bench_logprobs.py                  # both variants, default shape
   python experiments/bench_logprobs.py --tokens=2048    # smaller
   python experiments/bench_logprobs.py --seq_chunk=512 --vocab_chunk=32768
+  python experiments/bench_logprobs.py --smoke          # 256 tokens, D 64, V 1,024: code paths
 """
 
 import argparse
@@ -233,12 +237,20 @@ def main():
   )
   parser.add_argument("--repeats", type=int, default=3, help="timed runs after a warm-up")
   parser.add_argument("--variants", default="naive,chunked", help="which to run")
+  parser.add_argument(
+    "--smoke",
+    action="store_true",
+    help="tiny shapes and one timed run (256 tokens, D 64, V 1024, chunks 64 x 256)",
+  )
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args._worker:
     print(json.dumps(_run_variant(args)))
     return
+  if args.smoke:
+    args.tokens, args.dim, args.vocab, args.repeats = 256, 64, 1024, 1
+    args.seq_chunk, args.vocab_chunk = 64, 256
   from grpojax.models import logprobs  # Only for the defaults; the workers import JAX.
 
   if args.seq_chunk is None:

@@ -1,26 +1,52 @@
-"""Seconds per full GRPO step (sample + score + learn): grpojax vs TRL's `GRPOTrainer`.
+"""Seconds per full GRPO step (sample + learn): grpojax vs TRL's `GRPOTrainer` vs a plain
+PyTorch loop, all on the same checkpoint and shape, in one run.
 
-Both train the same random Qwen2-architecture checkpoint (vocab 512, hidden 256, intermediate 768,
-4 layers, 4 heads, 2 kv heads, tied embeddings, float32) on 16 prompts x 8 samples of 24 prompt
-tokens, sampling 64 new tokens each at temperature 1 with no early stop, then take one AdamW step
-(lr 1e-6, b2 0.98, global-norm clip 1, no weight decay) on all 128 rows at once. The objective is
-GRPO without a reference model: group-normalised advantages, PPO-clip surrogate (eps 0.2),
-per-sequence token mean (grpojax `objectives.default_config('grpo')` with `kl.coef=0`; TRL
-`loss_type='grpo'`, `beta=0`). The reward is the fraction of even token ids in the completion.
+All three train the same random Qwen2-architecture checkpoint (vocab 512, hidden 256,
+intermediate 768, 4 layers, 4 heads, 2 kv heads, tied embeddings, float32; written once by
+`grpojax.models.save_pretrained`) on 16 prompts x 8 samples of 24 prompt tokens, sampling 64 new
+tokens each at temperature 1 with no early stop, then take one AdamW step (lr 1e-6, b2 0.98,
+global-norm clip 1, no weight decay) on all 128 rows at once. The objective is GRPO without a
+reference model: group z-score advantages, PPO-clip surrogate (eps 0.2), per-sequence token mean
+(grpojax `objectives.default_config('grpo')` with `kl_coef=0`; TRL `loss_type='grpo'`,
+`beta=0`). The reward is the fraction of even token ids in the completion.
 
-grpojax's step is `train._rl_step`, split into sample / score (trainer log-probs of the rollout
-under the current policy, plus advantages) / learn (gradient + update). TRL 1.16 skips the
-old-log-prob forward when one generation batch feeds one optimiser step, so its split is
-generate+score (`_generate_and_score_completions`, of which `_generate` is the sampling part) and
-learn (the rest of the step: forward, backward, optimiser). Medians over `--steps` steps after
-`--warmup` (2) untimed steps; grpojax's compile time is reported apart. Run on a quiet machine:
+* grpojax: `train.build(config, mesh)`, the builder the trainer uses, and `train._rl_step`, the
+  trainer's RL step. The bench swaps in its own task and id tokenizer (`program.run`) and the
+  same sampler without stop tokens (`rollout.make_sampler` over the trainer's sampler copy), so
+  every row samples all 64 tokens. A step splits into sample (rollout, rewards, batch) and learn
+  (`program.update`: the one jitted update, which takes the old log-probs from its own forward
+  pass with one optimiser step per rollout). The earlier "score" column is gone: scoring now
+  lives inside the update.
+* TRL: `GRPOTrainer`, split into generate (`_generate`), rewards + advantages (the rest of
+  `_generate_and_score_completions`; TRL skips the old-log-prob forward when one generation
+  batch feeds one optimiser step) and learn (the rest of the step).
+* plain PyTorch: transformers `generate` for the 128 rollouts, then one forward, backward and
+  `torch.optim.AdamW` step of the same GRPO loss written directly in torch.
+
+TRL runs as a competent CPU user would set it up: `bf16=False` and
+`gradient_checkpointing=False`, both of which TRL 1.16 turns on by default. Its bf16 default
+makes accelerate wrap the model's forward in `torch.autocast("cpu", torch.bfloat16)` (generation
+included), and torch sends a bf16 GEMM to oneDNN only when `mkldnn_bf16_device_check()` holds
+(AVX-512 BW/VL/DQ, or Arm bf16); otherwise it falls back to the scalar
+`at::native::cpublas::cpublas_gemm_impl`, which a native stack sample of TRL's backward on
+AVX2-only AMD EPYC machines found running on one thread. `--trl_defaults` keeps TRL's own
+defaults, to reproduce that path. The first TRL step records, through a forward hook, whether
+autocast was on, the activations' dtype, gradient checkpointing, deterministic algorithms,
+torch's thread count and KV-cache use, and the run prints them next to TRL's time.
+
+Medians over `--steps` steps after `--warmup` (2) untimed steps; grpojax's compile time is
+reported apart. Run on a quiet machine:
 
   python experiments/bench_step.py --steps 7
+  python experiments/bench_step.py --smoke      # tiny shapes, one step each: checks code paths
 
-Needs the `reference` extra (torch, transformers, trl, datasets).
+Needs the `reference` extra (torch, transformers, trl, datasets) for the peers; without them
+only grpojax runs and each peer prints why it was skipped.
 
-Measured 2026-11 on the 2-core CPU machine (jax 0.10.2, torch 2.13.0, transformers 5.24.0,
-trl 1.16.0, torch 2 threads), `--steps 5` (2 warm-up steps each), quiet machine:
+Measured 2026-11 on the 2-core CPU machine with an earlier version of this script (before
+`train.build`; it had a "score" column, no plain PyTorch loop, and ran TRL with its defaults,
+i.e. bf16 autocast and gradient checkpointing), jax 0.10.2, torch 2.13.0, transformers 5.24.0,
+trl 1.16.0, torch 2 threads, `--steps 5` (2 warm-up steps each), quiet machine:
 
   grpojax f32  : 2.527 s/step (sample 0.587, score 0.001, learn 1.938); compile 5.3 s (once)
   learn FLOP/s : 117.3 GFLOP/s (XLA cost analysis: 227.3 GFLOP per step; 6ND estimate 221.8)
@@ -30,13 +56,16 @@ trl 1.16.0, torch 2 threads), `--steps 5` (2 warm-up steps each), quiet machine:
                  ~106 GFLOP/s by the 6ND estimate)
   speed-up grpojax / TRL (f32 step time): 1.31x
 
-With one update per rollout grpojax takes the old log-probs from the update's own forward pass
-(as TRL does), so "score" is empty here; before that fusion the same shape measured 3.3-3.5 s
-(0.9-1.07x TRL). What bounds it now: the learn phase runs at ~53% of the machine's f32 matmul
-rate, as TRL's does, and sampling is already 2x faster than TRL's generate. bf16 compute does not
-pay on this CPU (its weight-gradient matmuls are slow).
+With one update per rollout grpojax took the old log-probs from the update's own forward pass
+(as TRL does), so "score" was empty in that run; before that fusion the same shape measured
+3.3-3.5 s (0.9-1.07x TRL). What bounded it then: the learn phase ran at ~53% of the machine's f32
+matmul rate, as TRL's did, and sampling was 2x faster than TRL's generate. bf16 compute did not
+pay on this CPU (its weight-gradient matmuls are slow). These figures predate the current code
+and the plain PyTorch loop; rerun the script for current ones.
 """
 
+import dataclasses
+import importlib.util
 import os
 import statistics
 import sys
@@ -52,12 +81,44 @@ flags.DEFINE_integer(
   "Untimed warm-up steps of each trainer before the timed ones "
   "(the first includes grpojax's compilation and torch's first-call set-up).",
 )
-flags.DEFINE_bool("skip_trl", False, "Time grpojax only.")
+flags.DEFINE_bool("smoke", False, "Tiny shapes, one warm-up and one timed step of everything.")
+flags.DEFINE_bool("skip_trl", False, "Skip TRL's GRPOTrainer.")
+flags.DEFINE_bool("skip_torch", False, "Skip the plain PyTorch loop.")
 flags.DEFINE_bool("skip_bf16", False, "Skip the extra grpojax run with bfloat16 compute.")
+flags.DEFINE_bool(
+  "trl_defaults",
+  False,
+  "Run TRL with its own defaults (bf16 autocast on CPU, gradient checkpointing) instead of "
+  "float32 without checkpointing.",
+)
 FLAGS = flags.FLAGS
 
-PROMPTS, SAMPLES, PROMPT_LEN, NEW_TOKENS = 16, 8, 24, 64
-VOCAB, LR, B2 = 512, 1e-6, 0.98
+LR, B2, CLIP_EPS, ADV_EPS = 1e-6, 0.98, 0.2, 1e-6
+EOS, PAD = 1, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """The benchmark's model and batch."""
+
+  prompts: int
+  samples: int
+  prompt_len: int
+  new_tokens: int
+  hidden: int
+  intermediate: int
+  layers: int
+  heads: int
+  kv_heads: int
+  vocab: int = 512
+
+  @property
+  def rows(self) -> int:
+    return self.prompts * self.samples
+
+
+FULL = Shape(16, 8, 24, 64, hidden=256, intermediate=768, layers=4, heads=4, kv_heads=2)
+SMOKE = Shape(2, 4, 8, 8, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
 
 
 def _even_fraction(ids) -> float:
@@ -68,12 +129,16 @@ def _median(xs):
   return statistics.median(xs)
 
 
-def matmul_rate_flops():
-  """Float32 FLOP/s of a 1024^3 matmul in XLA on this machine (median of 20)."""
+def _missing(*modules: str) -> list[str]:
+  return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def matmul_rate_flops(n: int = 1024):
+  """Float32 FLOP/s of an n^3 matmul in XLA on this machine (median of 20)."""
   import jax
   import jax.numpy as jnp
 
-  a = jax.random.normal(jax.random.key(0), (1024, 1024), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x, y: x @ y)
   f(a, a).block_until_ready()
   times = []
@@ -81,67 +146,67 @@ def matmul_rate_flops():
     t = time.perf_counter()
     f(a, a).block_until_ready()
     times.append(time.perf_counter() - t)
-  return 2 * 1024**3 / _median(times)
+  return 2 * n**3 / _median(times)
 
 
-def make_checkpoint(path: str):
-  """Saves a random Qwen2 checkpoint of the benchmark's shape; returns the torch model."""
-  import torch
-  import transformers
+def make_checkpoint(path: str, shape: Shape) -> None:
+  """Writes a random Qwen2 checkpoint of the benchmark's shape (EOS 1, no BOS)."""
+  from grpojax import models
 
-  torch.manual_seed(0)
-  cfg = transformers.Qwen2Config(
-    vocab_size=VOCAB,
-    hidden_size=256,
-    intermediate_size=768,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=shape.vocab,
+    hidden_size=shape.hidden,
+    intermediate_size=shape.intermediate,
+    num_layers=shape.layers,
+    num_heads=shape.heads,
+    num_kv_heads=shape.kv_heads,
+    head_dim=shape.hidden // shape.heads,
+    attention_bias=True,
     tie_word_embeddings=True,
     max_position_embeddings=1024,
-    bos_token_id=None,
-    eos_token_id=1,
-    pad_token_id=0,
+    eos_token_id=EOS,
   )
-  model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-  model.save_pretrained(path)
-  return model
+  models.save_pretrained(models.init_policy(cfg, seed=0), path)
 
 
-def prompt_texts(n: int) -> list[str]:
-  """`n` prompts, each 24 random token ids (never pad 0 or eos 1) written as "id id ...".
-
-  The texts are the ids in decimal, so both trainers see exactly the same prompt tokens.
-  """
+def prompt_ids(shape: Shape, n: int) -> list[list[int]]:
+  """`n` prompts of `shape.prompt_len` random ids, never pad 0 or EOS 1."""
   import numpy as np
 
   rs = np.random.RandomState(0)
-  return [" ".join(map(str, rs.randint(2, VOCAB, PROMPT_LEN))) for _ in range(n)]
+  return [rs.randint(2, shape.vocab, shape.prompt_len).tolist() for _ in range(n)]
 
 
 class _IdTokenizer:
-  """Ids <-> decimal text; no EOS, so sampling never stops early."""
+  """Ids <-> decimal text ("17 4 255"); no EOS, so grpojax's sampler never stops early."""
 
-  pad_id, bos_id, vocab_size = 0, None, VOCAB
-  eos_ids = ()
+  pad_id, bos_id, eos_ids = PAD, None, ()
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = vocab_size
 
   def encode(self, text: str) -> list[int]:
     return [int(t) for t in text.split()]
 
-  def decode(self, ids) -> str:
+  def decode(self, ids, skip_special_tokens: bool = True) -> str:
+    del skip_special_tokens
     return " ".join(map(str, ids))
 
 
-def grpojax_config():
+def grpojax_config(shape: Shape, path: str, dtype: str, total_steps: int):
+  """The run config of the benchmark: `configs.common.base('grpo')` at the benchmark's shape."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import configs.common  # the repository's config fragments (not an installed package)
 
   c = configs.common.base("grpo")
+  c.model.checkpoint, c.model.dtype = path, dtype
   ro = c.rollout
-  ro.prompts_per_step, ro.samples_per_prompt = PROMPTS, SAMPLES
-  ro.max_prompt_len, ro.max_new_tokens, ro.temperature = PROMPT_LEN, NEW_TOKENS, 1.0
-  c.objective.kl.coef = 0.0
-  c.train.microbatch_rows = PROMPTS * SAMPLES
+  ro.prompts_per_step, ro.samples_per_prompt = shape.prompts, shape.samples
+  ro.max_prompt_len, ro.max_new_tokens, ro.temperature = shape.prompt_len, shape.new_tokens, 1.0
+  c.reward.overlong.max_len = shape.new_tokens
+  c.objective.kl_coef = 0.0
+  c.train.steps, c.train.microbatch_rows = total_steps, shape.rows
   c.warm_start.steps = 0
   c.optim.update(
     learning_rate=LR, warmup_steps=0, schedule="constant", b2=B2, weight_decay=0.0, grad_clip=1.0
@@ -149,154 +214,116 @@ def grpojax_config():
   return c
 
 
-def bench_grpojax(path: str, steps: int, warmup: int, dtype, texts, measure_flops: bool):
-  """Times `train._rl_step`; returns a dict of medians, compile time and (optionally) FLOPs."""
-  import jax
-  import numpy as np
+def build_program(config, texts: list[str], vocab: int):
+  """`train.build`'s program with the bench's task and tokenizer, and a stop-free sampler."""
   from flax import nnx
 
-  from grpojax import models, objectives, train
-  from grpojax.rl import setup
-  from grpojax.rl import steps as steps_lib
+  from grpojax import train
+  from grpojax.parallel import mesh as mesh_lib
+  from grpojax.rl import rollout
   from grpojax.tasks import example
 
-  config = grpojax_config()
-  setup.validate_config(config)
-  tok = _IdTokenizer()
+  mesh = mesh_lib.mesh_from_config(config.mesh)
+  program = train.build(config, mesh)
+  tok = _IdTokenizer(vocab)
   task = example.Task(
     name="even_ids",
     train=lambda i: example.Example(prompt=texts[i % len(texts)], answer="", solution=""),
     heldout=(),
     reward_fn=lambda text, ex: _even_fraction(tok.encode(text)),
   )
-  model = models.from_pretrained(path, dtype=dtype)
-  run = setup.Run(
-    tokenizer=tok,
-    task=task,
-    model=model,
-    objective=objectives.make(config.objective),
-    encode_prompt=lambda ex: tok.encode(ex.prompt),
+  run = dataclasses.replace(
+    program.run, tokenizer=tok, task=task, encode_prompt=lambda ex: tok.encode(ex.prompt)
   )
-  opt = train._optimizer(config.optim, warmup + steps)
-  graphdef, params = nnx.split(model, nnx.Param)
-  fns = steps_lib.build(
-    graphdef,
-    run.objective,
-    opt,
-    temperature=config.rollout.temperature,
-    compute_entropy=True,
-    seq_chunk=config.train.logprob_chunk,
-    vocab_chunk=None,
-  )
-  state = train.TrainState(
-    step=jax.numpy.zeros((), jax.numpy.int32),
-    params=params,
-    opt_state=opt.init(params),
-    objective_state=run.objective.init(),
-    ref_params=None,
-    data_position=jax.numpy.zeros((), jax.numpy.int32),
-  )
-  key = jax.random.key(0)
+  # The trainer's sampler graph and layout; only the stop ids differ (none).
+  graphdef, shardings, _ = train._sampler_copy(run, program.layout, config, nnx.state(run.model))
+  sampler = rollout.make_sampler(graphdef, config, tok, param_shardings=shardings, mesh=mesh)
+  return program._replace(run=run, sampler=sampler)
+
+
+def bench_grpojax(path, shape: Shape, steps, warmup, dtype: str, texts, measure_flops: bool):
+  """Times `train._rl_step`; returns a dict of medians, compile time and (optionally) FLOPs."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from grpojax import train, types
+  from grpojax.rl import step
+
+  config = grpojax_config(shape, path, dtype, warmup + steps)
+  program = build_program(config, texts, shape.vocab)
+  assert not program.use_reference
+  state = program.init_state(nnx.state(program.run.model))
+  key = jax.random.key(config.seed)
   logs_all = []
   for i in range(warmup + steps):
     t = time.perf_counter()
-    state, logs, finite = train._rl_step(
-      run, config, fns, state, jax.random.fold_in(key, i), use_ref=False
-    )
+    state, logs, finite = train._rl_step(program, config, state, jax.random.fold_in(key, i), i)
     jax.block_until_ready(state.params)
     logs["step_s"] = time.perf_counter() - t
     assert finite, logs
-    assert logs["response/length"] == NEW_TOKENS, logs["response/length"]
+    assert logs["response/length"] == shape.new_tokens, logs["response/length"]
     logs_all.append(logs)
   timed = logs_all[warmup:]
-  out = {
-    k: _median([lg[k] for lg in timed])
-    for k in ("step_s", "time/sample_s", "time/score_s", "time/learn_s")
-  }
+  out = {k: _median([lg[k] for lg in timed]) for k in ("step_s", "time/sample_s", "time/learn_s")}
   out["compile_s"] = logs_all[0]["step_s"] - out["step_s"]
   out["reward"] = _median([lg["reward/mean"] for lg in timed])
   if measure_flops:
-    # FLOPs of one learn phase = the gradient of the whole 128-row batch (the AdamW update's
-    # FLOPs are negligible), from XLA's cost analysis of the compiled function.
-    rows = PROMPTS * SAMPLES
-    seqs = jax.tree.map(np.asarray, _dummy_seqs(rows))
-    batch = _dummy_batch(rows)
-    cost = (
-      fns.grad.lower(state.params, seqs, batch, state.objective_state, key)
-      .compile()
-      .cost_analysis()
+    # FLOPs of one learn phase: the update on the whole batch in one micro-batch (gradient plus
+    # clipping and AdamW, whose FLOPs are negligible), from XLA's cost analysis.
+    rows, n = shape.rows, shape.prompt_len + shape.new_tokens
+    sds = lambda *s, dtype=jnp.int32: jax.ShapeDtypeStruct(s, dtype)
+    batch = step.Batch(
+      seqs=types.Sequences(sds(rows, n), sds(rows, n), sds(rows, shape.new_tokens)),
+      sampler_logprobs=sds(rows, shape.new_tokens, dtype=jnp.float32),
+      rewards=sds(rows, dtype=jnp.float32),
     )
+    cost = program.update.lower(state, batch, key).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    out["grad_flops"] = float(cost["flops"])
-    cfg = model.config
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    out["analytic_flops"] = 6 * (n_params - cfg.vocab_size * cfg.hidden_size) * rows * (
-      PROMPT_LEN + NEW_TOKENS
-    ) + 3 * 2 * cfg.vocab_size * cfg.hidden_size * rows * (PROMPT_LEN + NEW_TOKENS)
+    out["update_flops"] = float(cost["flops"])
+    embed = shape.vocab * shape.hidden
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    # 6ND over the non-embedding parameters, plus the tied LM head's matmul (forward + backward).
+    out["analytic_flops"] = 6 * (n_params - embed) * rows * n + 3 * 2 * embed * rows * n
   return out
 
 
-def _dummy_seqs(rows):
-  import jax.numpy as jnp
+def _trl_tokenizer(vocab: int):
+  """A word-level tokenizer whose tokens are the decimal ids, so TRL tokenises the prompt texts
+  to exactly the ids grpojax samples from."""
+  import tokenizers
+  import transformers
 
-  from grpojax.rl import sequences
-
-  n = PROMPT_LEN + NEW_TOKENS
-  return sequences.Sequences(
-    tokens=jnp.ones((rows, n), jnp.int32),
-    attn_mask=jnp.ones((rows, n), jnp.int32),
-    completion_mask=jnp.ones((rows, NEW_TOKENS), jnp.int32),
-  )
-
-
-def _dummy_batch(rows):
-  import jax.numpy as jnp
-
-  from grpojax import objectives
-
-  z = jnp.zeros((rows, NEW_TOKENS), jnp.float32)
-  return objectives.LossBatch(
-    old_logprobs=z,
-    sampler_logprobs=z,
-    ref_logprobs=None,
-    advantages=z,
-    mask=jnp.ones((rows, NEW_TOKENS), jnp.int32),
-    rewards=jnp.zeros((rows,), jnp.float32),
-    max_len=NEW_TOKENS,
-  )
-
-
-def bench_trl(path: str, steps: int, warmup: int, texts):
-  """Times TRL `GRPOTrainer` steps; returns a dict of medians (and the TRL version)."""
-  try:
-    import datasets
-    import tokenizers
-    import torch
-    import transformers
-    import trl
-  except ImportError as e:
-    raise RuntimeError(f"the TRL half needs the `reference` extra (trl, datasets): {e}") from e
-
-  # A word-level tokenizer whose tokens are the decimal ids, so TRL tokenises the prompt texts to
-  # exactly the ids grpojax samples from.
   tk = tokenizers.Tokenizer(
-    tokenizers.models.WordLevel({str(i): i for i in range(VOCAB)}, unk_token="0")
+    tokenizers.models.WordLevel({str(i): i for i in range(vocab)}, unk_token=str(PAD))
   )
   tk.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  tk.decoder = None
-  tokenizer = transformers.PreTrainedTokenizerFast(
-    tokenizer_object=tk, pad_token="0", eos_token="1", unk_token="0"
+  return transformers.PreTrainedTokenizerFast(
+    tokenizer_object=tk, pad_token=str(PAD), eos_token=str(EOS), unk_token=str(PAD)
   )
+
+
+def bench_trl(path: str, shape: Shape, steps: int, warmup: int, texts, use_defaults: bool):
+  """Times TRL `GRPOTrainer` steps; returns a dict of medians, settings and what ran."""
+  import accelerate
+  import datasets
+  import torch
+  import transformers
+  import trl
+
+  tokenizer = _trl_tokenizer(shape.vocab)
   model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  rows = PROMPTS * SAMPLES
   ds = datasets.Dataset.from_dict(
-    {"prompt": [texts[i % len(texts)] for i in range(PROMPTS * (warmup + steps + 1))]}
+    {"prompt": [texts[i % len(texts)] for i in range(shape.prompts * (warmup + steps + 1))]}
   )
 
   def even_fraction(completions, completion_ids, **kwargs):
     del completions, kwargs
     return [_even_fraction(ids) for ids in completion_ids]
 
+  # TRL 1.16 defaults bf16=True and gradient_checkpointing=True (see the module docstring).
+  precision = {} if use_defaults else dict(bf16=False, gradient_checkpointing=False)
   args = trl.GRPOConfig(
     output_dir=tempfile.mkdtemp(),
     use_cpu=True,
@@ -306,15 +333,15 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
     logging_steps=1,
     disable_tqdm=True,
     max_steps=warmup + steps,
-    per_device_train_batch_size=rows,
+    per_device_train_batch_size=shape.rows,
     gradient_accumulation_steps=1,
-    num_generations=SAMPLES,
-    generation_batch_size=rows,
+    num_generations=shape.samples,
+    generation_batch_size=shape.rows,
     num_iterations=1,
     beta=0.0,
     loss_type="grpo",
     scale_rewards="group",
-    epsilon=0.2,
+    epsilon=CLIP_EPS,
     learning_rate=LR,
     lr_scheduler_type="constant",
     warmup_steps=0,
@@ -322,7 +349,7 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
     adam_beta1=0.9,
     adam_beta2=B2,
     max_grad_norm=1.0,
-    max_completion_length=NEW_TOKENS,
+    max_completion_length=shape.new_tokens,
     temperature=1.0,
     top_p=1.0,
     top_k=0,
@@ -330,8 +357,9 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
     dataloader_num_workers=0,
     mask_truncated_completions=False,
     log_completions=False,
-    # No early stop: EOS is masked out until all 64 tokens are sampled.
-    generation_kwargs={"min_new_tokens": NEW_TOKENS},
+    # No early stop: EOS is masked out until all new tokens are sampled.
+    generation_kwargs={"min_new_tokens": shape.new_tokens},
+    **precision,
   )
   trainer = trl.GRPOTrainer(
     model=model,
@@ -360,12 +388,45 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
   )
   trainer._generate = timed("generate", trainer._generate)
 
+  # What the first step actually runs with, seen from inside a decoder MLP (the LM head may be
+  # fused into the loss); removed after that step, so timed steps carry no hook.
+  observed = {}
+  trained = trainer.model
+  # transformers 5 renames gradient checkpointing to activation checkpointing.
+  ckpt_attr = next(
+    (
+      a
+      for a in ("is_activation_checkpointing", "is_gradient_checkpointing")
+      if hasattr(type(trained), a)
+    ),
+    None,
+  )
+
+  def probe(module, inputs, output):
+    del module, inputs
+    phase = "learn" if torch.is_grad_enabled() else "generate"
+    seen = observed.setdefault(
+      phase,
+      dict(
+        autocast=torch.is_autocast_enabled("cpu"),
+        dtype=str(output.dtype).replace("torch.", ""),
+        grad_ckpt=bool(getattr(trained, ckpt_attr)) if ckpt_attr else None,
+        deterministic=torch.are_deterministic_algorithms_enabled(),
+        threads=torch.get_num_threads(),
+      ),
+    )
+    if phase == "generate":  # one-token calls after the prompt's mean a KV cache is in use
+      seen["kv_cache"] = seen.get("kv_cache", False) or output.shape[1] == 1
+
+  hook = trained.model.layers[0].mlp.down_proj.register_forward_hook(probe)
+
   class StepTimer(transformers.TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
       self.t = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
       times["step"].append(time.perf_counter() - self.t)
+      hook.remove()
 
   trainer.add_callback(StepTimer())
   trainer.train()
@@ -374,7 +435,7 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
       f"TRL ran {len(times['step'])} steps and {len(times['gen_score'])} "
       f"generations, expected {warmup + steps} of each"
     )
-  if min(lengths) != NEW_TOKENS:
+  if min(lengths) != shape.new_tokens:
     raise RuntimeError(f"TRL completions stopped early: mean lengths {lengths}")
   step, gen_score, gen = (_median(times[k][warmup:]) for k in ("step", "gen_score", "generate"))
   return {
@@ -383,61 +444,194 @@ def bench_trl(path: str, steps: int, warmup: int, texts):
     "score_s": gen_score - gen,
     "learn_s": step - gen_score,
     "version": trl.__version__,
+    "versions": ", ".join(
+      f"{m.__name__} {m.__version__}" for m in (trl, transformers, accelerate, datasets)
+    ),
+    "settings": dict(
+      bf16=args.bf16,
+      gradient_checkpointing=args.gradient_checkpointing,
+      num_iterations=args.num_iterations,
+      loss_type=args.loss_type,
+      beta=args.beta,
+      steps_per_generation=args.steps_per_generation,
+    ),
+    "observed": observed,
   }
 
 
-def main(_):
-  import jax
-  import jax.numpy as jnp
+def bench_torch(path: str, shape: Shape, steps: int, warmup: int, prompts):
+  """Times a plain PyTorch GRPO step: `generate`, then one forward/backward/AdamW step."""
+  import numpy as np
   import torch
+  import transformers
 
-  torch.set_num_threads(2)
-  path = tempfile.mkdtemp()
-  make_checkpoint(path)
-  texts = prompt_texts(PROMPTS * 8)
-  rows = PROMPTS * SAMPLES
+  torch.manual_seed(0)
+  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+  opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, B2), eps=1e-8, weight_decay=0.0)
+  p, g, tp, n = shape.prompts, shape.samples, shape.prompt_len, shape.new_tokens
+  input_ids = torch.tensor(np.repeat(np.asarray(prompts[:p]), g, axis=0))
+  gen_kw = dict(
+    do_sample=True,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    max_new_tokens=n,
+    min_new_tokens=n,  # EOS is masked out until all new tokens are sampled, as in TRL
+    eos_token_id=EOS,
+    pad_token_id=PAD,
+  )
+  times = {"step": [], "generate": []}
+  for _ in range(warmup + steps):
+    t0 = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+      seqs = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **gen_kw)
+    t1 = time.perf_counter()
+    assert seqs.shape == (p * g, tp + n), seqs.shape
+    model.train()
+    completion = seqs[:, tp:]
+    mask = torch.ones_like(completion, dtype=torch.float32)
+    rewards_pg = (completion % 2 == 0).float().mean(dim=1).view(p, g)
+    adv = (rewards_pg - rewards_pg.mean(1, keepdim=True)) / (
+      rewards_pg.std(1, keepdim=True) + ADV_EPS
+    )
+    # Logits of the positions that predict the completion tokens only.
+    logits = model(
+      input_ids=seqs, attention_mask=torch.ones_like(seqs), logits_to_keep=n + 1
+    ).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = logp.gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(logp - logp.detach())  # on-policy: the old log-probs are the current ones
+    a = adv.reshape(-1, 1)
+    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - CLIP_EPS, 1 + CLIP_EPS) * a)
+    loss = -((surrogate * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    times["step"].append(time.perf_counter() - t0)
+    times["generate"].append(t1 - t0)
+  step, gen = (_median(times[k][warmup:]) for k in ("step", "generate"))
+  return {
+    "step_s": step,
+    "generate_s": gen,
+    "learn_s": step - gen,
+    "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
+  }
+
+
+def _trl_why(settings: dict, mkldnn_bf16: bool) -> str:
+  """One line on why TRL runs with its settings here."""
+  if settings["bf16"]:
+    return (
+      "TRL defaults kept (--trl_defaults): bf16 autocast on CPU; with oneDNN bf16 "
+      f"{'usable' if mkldnn_bf16 else 'unusable (no AVX-512)'} here, torch's bf16 GEMMs "
+      f"{'run in oneDNN' if mkldnn_bf16 else 'fall back to the scalar cpublas gemm'}"
+    )
+  return (
+    "bf16=False: TRL's default bf16=True autocasts every forward to bfloat16 on CPU, and without "
+    "AVX-512 torch's bf16 GEMMs fall back to the scalar single-threaded cpublas gemm "
+    f"(oneDNN bf16 usable here: {mkldnn_bf16}); gradient_checkpointing=False, as grpojax "
+    "recomputes nothing"
+  )
+
+
+def main(argv):
+  del argv
+  import jax
+
+  shape = SMOKE if FLAGS.smoke else FULL
+  steps, warmup = (1, 1) if FLAGS.smoke else (FLAGS.steps, FLAGS.warmup)
+  path = os.path.join(tempfile.mkdtemp(), "policy")
+  make_checkpoint(path, shape)
+  prompts = prompt_ids(shape, shape.prompts * 8)
+  texts = [" ".join(map(str, ids)) for ids in prompts]
   print(
-    f"shape: {PROMPTS} prompts x {SAMPLES} samples, {PROMPT_LEN} prompt tokens, {NEW_TOKENS} "
-    f"new tokens, one AdamW step on {rows} rows; torch threads {torch.get_num_threads()}, "
-    f"jax devices {jax.devices()}",
+    f"shape: {shape.prompts} prompts x {shape.samples} samples, {shape.prompt_len} prompt "
+    f"tokens, {shape.new_tokens} new tokens, one AdamW step on {shape.rows} rows; model hidden "
+    f"{shape.hidden}, {shape.layers} layers, vocab {shape.vocab}; jax {jax.__version__}, "
+    f"devices {jax.devices()}",
     flush=True,
   )
 
-  ours = bench_grpojax(path, FLAGS.steps, FLAGS.warmup, jnp.float32, texts, measure_flops=True)
+  ours = bench_grpojax(path, shape, steps, warmup, "float32", texts, measure_flops=True)
   print(
-    f"grpojax f32  : {ours['step_s']:.3f} s/step (sample {ours['time/sample_s']:.3f}, score "
-    f"{ours['time/score_s']:.3f}, learn {ours['time/learn_s']:.3f}); compile "
-    f"{ours['compile_s']:.1f} s (once); reward {ours['reward']:.3f}",
+    f"grpojax f32  : {ours['step_s']:.3f} s/step (sample {ours['time/sample_s']:.3f}, learn "
+    f"{ours['time/learn_s']:.3f}); compile {ours['compile_s']:.1f} s (once); reward "
+    f"{ours['reward']:.3f}",
     flush=True,
   )
-  peak = matmul_rate_flops()
-  achieved = ours["grad_flops"] / ours["time/learn_s"]
+  peak = matmul_rate_flops(256 if FLAGS.smoke else 1024)
+  achieved = ours["update_flops"] / ours["time/learn_s"]
   print(
-    f"learn FLOP/s : {achieved / 1e9:.1f} GFLOP/s (XLA cost analysis: "
-    f"{ours['grad_flops'] / 1e9:.1f} GFLOP per step; 6ND estimate "
-    f"{ours['analytic_flops'] / 1e9:.1f}) vs float32 1024^3 matmul {peak / 1e9:.1f} GFLOP/s "
+    f"learn FLOP/s : {achieved / 1e9:.1f} GFLOP/s (XLA cost analysis of the update: "
+    f"{ours['update_flops'] / 1e9:.1f} GFLOP per step; 6ND estimate "
+    f"{ours['analytic_flops'] / 1e9:.1f}) vs float32 matmul {peak / 1e9:.1f} GFLOP/s "
     f"({100 * achieved / peak:.0f}% of it)",
     flush=True,
   )
   if not FLAGS.skip_bf16:
-    bf = bench_grpojax(path, FLAGS.steps, FLAGS.warmup, jnp.bfloat16, texts, measure_flops=False)
+    bf = bench_grpojax(path, shape, steps, warmup, "bfloat16", texts, measure_flops=False)
     print(
-      f"grpojax bf16 : {bf['step_s']:.3f} s/step (sample {bf['time/sample_s']:.3f}, score "
-      f"{bf['time/score_s']:.3f}, learn {bf['time/learn_s']:.3f}); compile "
-      f"{bf['compile_s']:.1f} s; bf16 compute, f32 params",
+      f"grpojax bf16 : {bf['step_s']:.3f} s/step (sample {bf['time/sample_s']:.3f}, learn "
+      f"{bf['time/learn_s']:.3f}); compile {bf['compile_s']:.1f} s; bf16 compute, f32 params",
       flush=True,
     )
-  if FLAGS.skip_trl:
-    return
-  theirs = bench_trl(path, FLAGS.steps, FLAGS.warmup, texts)
-  print(
-    f"TRL {theirs['version']:<9}: {theirs['step_s']:.3f} s/step (generate "
-    f"{theirs['generate_s']:.3f}, rewards+advantages {theirs['score_s']:.3f}, learn "
-    f"{theirs['learn_s']:.3f}, ~{ours['analytic_flops'] / theirs['learn_s'] / 1e9:.0f} GFLOP/s "
-    f"by the 6ND estimate); no old-log-prob forward (one optimiser step per generation)",
-    flush=True,
-  )
-  print(f"speed-up grpojax / TRL (f32 step time): {theirs['step_s'] / ours['step_s']:.2f}x")
+
+  theirs = plain = None
+  missing_torch = _missing("torch", "transformers")
+  if missing_torch:
+    print(f"TRL and plain PyTorch loop: skipped (not importable: {', '.join(missing_torch)})")
+  else:
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    print(
+      f"torch {torch.__version__}: {torch.get_num_threads()} threads, float32 parameters, "
+      f"CPU capability {torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 GEMM usable "
+      f"{mkldnn_bf16}",
+      flush=True,
+    )
+    missing_trl = _missing("trl", "datasets")
+    if FLAGS.skip_trl or missing_trl:
+      why = "--skip_trl" if FLAGS.skip_trl else f"not importable: {', '.join(missing_trl)}"
+      print(f"TRL: skipped ({why})", flush=True)
+    else:
+      theirs = bench_trl(path, shape, steps, warmup, texts, FLAGS.trl_defaults)
+      s = theirs["settings"]
+      print(
+        f"TRL {theirs['version']:<9}: {theirs['step_s']:.3f} s/step (generate "
+        f"{theirs['generate_s']:.3f}, rewards+advantages {theirs['score_s']:.3f}, learn "
+        f"{theirs['learn_s']:.3f}, ~{ours['analytic_flops'] / theirs['learn_s'] / 1e9:.0f} "
+        f"GFLOP/s by the 6ND estimate); no old-log-prob forward (one optimiser step per "
+        f"generation)",
+        flush=True,
+      )
+      print(f"  versions   : {theirs['versions']}", flush=True)
+      print("  settings   : " + ", ".join(f"{k}={v}" for k, v in s.items()), flush=True)
+      for phase, seen in theirs["observed"].items():
+        print(
+          f"  first step : {phase}: " + ", ".join(f"{k}={v}" for k, v in seen.items()), flush=True
+        )
+      print("  why        : " + _trl_why(s, mkldnn_bf16), flush=True)
+    if FLAGS.skip_torch:
+      print("torch loop: skipped (--skip_torch)", flush=True)
+    else:
+      plain = bench_torch(path, shape, steps, warmup, prompts)
+      print(
+        f"torch loop   : {plain['step_s']:.3f} s/step (generate {plain['generate_s']:.3f}, learn "
+        f"{plain['learn_s']:.3f}); {plain['versions']}, eager float32, no autocast, no "
+        f"gradient checkpointing, torch.optim.AdamW",
+        flush=True,
+      )
+  if theirs:
+    print(f"speed-up grpojax / TRL (f32 step time): {theirs['step_s'] / ours['step_s']:.2f}x")
+  if plain:
+    print(
+      "speed-up grpojax / plain PyTorch loop (f32 step time): "
+      f"{plain['step_s'] / ours['step_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
 """Per-device memory of Qwen2.5-7B- and 32B-shaped GRPO steps on a v5p-64 slice and on 8 x H100.
 
 Nothing is run on an accelerator and no weight is allocated: `grpojax.dry_run.compile_only`
-compiles the sampler, score, grad and update executables for abstract (`nnx.eval_shape`) models
-and reports XLA's per-device `memory_analysis()`. Writes the tables to experiments/scaling.md:
+compiles the trainer's executables, the sampler's prefill and decode and the one RL update
+(`train.build`'s `update`: scoring, micro-batch gradients, clipping and AdamW), for abstract
+(`nnx.eval_shape`) models and reports XLA's per-device `memory_analysis()`. Writes the tables to
+experiments/scaling.md:
 
   pip install --no-deps --target DIR libtpu==0.0.42.1   # the libtpu jax[tpu] 0.10.2 pins
-  python experiments/scaling.py --libtpu_path=DIR        # everything: ~45 min on 2 cores
-  python experiments/scaling.py --targets=h100x8 --models=qwen2.5-7b --no-verify   # ~5 min
+  python experiments/scaling.py --libtpu_path=DIR        # everything
+  python experiments/scaling.py --targets=h100x8 --models=qwen2.5-7b --no-verify
+  python experiments/scaling.py --smoke   # one tiny point on 4 fake CPU devices, table printed
+
+(With the earlier sampler / score / grad / update executables the full run took ~45 min on 2
+cores and the h100x8 7B run ~5 min.)
 
 Layouts (data, fsdp, tensor): v5p-64 (1, 32, 1) and (1, 8, 4); h100x8 (1, 8, 1), (1, 4, 2) and
-(2, 4, 1). Each point is compiled with remat "none" (all four executables) and "full" (grad
-only: remat changes nothing else).
+(2, 4, 1). Each point is compiled with remat "none" (all three executables) and "full" (update
+only: remat changes only the training forward, which lives in the update; `--no-remat_full`
+leaves these points out).
 
 Targets (each point runs in a child process, re-exec'd with the right environment):
 
@@ -26,8 +33,11 @@ Targets (each point runs in a child process, re-exec'd with the right environmen
 Workload: 64 prompts x 8 samples, prompts of 512 tokens, 1,024 new tokens (cache length 1,536),
 2 micro-batch rows per batch shard, log-prob chunks of 1,024 tokens, GRPO with KL β = 0.04 (so
 a reference copy is resident), AdamW. `model.dtype = "bfloat16"` is the compute dtype; the
-parameters, gradients and AdamW moments stay float32 (`hf_checkpoint.abstract_model`'s default
-param_dtype), and the sampler's KV cache is bfloat16.
+parameters, gradients and AdamW moments stay float32 (`models.abstract_pretrained`'s default
+param_dtype), and the sampler's KV cache is bfloat16. The resident memory is `compile_only`'s:
+parameters + AdamW moments + reference + the sampler's copy (the micro-batch gradient sum lives
+in the update's temp bytes). `--smoke` replaces all of this with a tiny
+model and batch (`MODELS["tiny"]`, `SHAPES["smoke"]`) on the 4-device `cpu4` target.
 
 Depth. Compiling 28 or 64 unrolled layers for every point takes too long on 2 cores, so each point
 is compiled at `--layers` (default 1 and 2) decoder layers and every byte count is extrapolated
@@ -36,10 +46,10 @@ compiles a few points at more layers (and one at the full 28 layers on XLA:CPU) 
 prints extrapolated against compiled.
 
 Activation constraint. Every layout is compiled with each decoder layer's output hidden states
-pinned to the batch sharding (`Decoder.activation_sharding`, which the trainer sets whenever the
-batch is split), and the first layout also without it (`--no-unconstrained` skips that): without
-the constraint XLA's sharding propagation keeps the FSDP-sharded weights in place and gathers
-the activations instead.
+pinned to the batch sharding (`Decoder.activation_sharding`, which `train.build` sets whenever
+the batch is split; `compile_only(pin_activations=...)`), and the first layout also without it
+(`--no-unconstrained` skips that): without the constraint XLA's sharding propagation keeps the
+FSDP-sharded weights in place and gathers the activations instead.
 """
 
 import argparse
@@ -88,22 +98,52 @@ TARGETS = {
     ),
   ),
   "h100x8": Target(devices=8, hbm_gib=81559 / 1024, layouts=((1, 8, 1), (1, 4, 2), (2, 4, 1))),
+  # --smoke only: 4 fake CPU devices with a nominal 1 GiB each.
+  "cpu4": Target(devices=4, hbm_gib=1.0, layouts=((1, 2, 2),)),
 }
+DEFAULT_TARGETS = ("v5p-64", "h100x8")
 
 # Qwen2.5 shapes (config.json of the released checkpoints): untied embeddings, q/k/v biases.
+_QWEN25 = dict(vocab_size=152064, head_dim=128)
 MODELS = {
   "qwen2.5-7b": dict(
-    hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4
+    _QWEN25,
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_layers=28,
+    num_heads=28,
+    num_kv_heads=4,
   ),
   "qwen2.5-32b": dict(
-    hidden_size=5120, intermediate_size=27648, num_layers=64, num_heads=40, num_kv_heads=8
+    _QWEN25,
+    hidden_size=5120,
+    intermediate_size=27648,
+    num_layers=64,
+    num_heads=40,
+    num_kv_heads=8,
+  ),
+  # --smoke only.
+  "tiny": dict(
+    vocab_size=256,
+    head_dim=16,
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
   ),
 }
-SHAPE = dict(
-  prompts=64, samples=8, prompt_len=512, new_tokens=1024, rows_per_shard=2, logprob_chunk=1024
-)
-EXECUTABLES = ("sampler", "score", "grad", "update")
-RESIDENT = ("params", "opt_state", "grad_accum", "ref_params", "sampler_params")
+DEFAULT_MODELS = ("qwen2.5-7b", "qwen2.5-32b")
+SHAPES = {
+  "full": dict(
+    prompts=64, samples=8, prompt_len=512, new_tokens=1024, rows_per_shard=2, logprob_chunk=1024
+  ),
+  "smoke": dict(
+    prompts=2, samples=2, prompt_len=8, new_tokens=8, rows_per_shard=1, logprob_chunk=16
+  ),
+}
+EXECUTABLES = ("prefill", "decode", "update")
+RESIDENT = ("params", "opt_state", "ref_params", "sampler_params")
 
 
 # --- the child: one point, compiled at several depths -----------------------------------------
@@ -114,8 +154,6 @@ def _model_config(name: str, layers: int):
 
   return models.ModelConfig(
     model_type="qwen2",
-    vocab_size=152064,
-    head_dim=128,
     attention_bias=True,
     tie_word_embeddings=False,
     rope_theta=1e6,
@@ -126,7 +164,7 @@ def _model_config(name: str, layers: int):
   )
 
 
-def _run_config(checkpoint: str, axes, remat: str):
+def _run_config(checkpoint: str, axes, remat: str, shape: dict):
   from configs import default
 
   c = default.get_config()
@@ -135,11 +173,11 @@ def _run_config(checkpoint: str, axes, remat: str):
   c.model.remat = remat
   c.warm_start.steps = 0
   ro = c.rollout
-  ro.prompts_per_step, ro.samples_per_prompt = SHAPE["prompts"], SHAPE["samples"]
-  ro.max_prompt_len, ro.max_new_tokens = SHAPE["prompt_len"], SHAPE["new_tokens"]
-  c.objective.overlong.max_len = SHAPE["new_tokens"]
-  c.train.microbatch_rows = SHAPE["rows_per_shard"] * axes[0] * axes[1]
-  c.train.logprob_chunk = SHAPE["logprob_chunk"]
+  ro.prompts_per_step, ro.samples_per_prompt = shape["prompts"], shape["samples"]
+  ro.max_prompt_len, ro.max_new_tokens = shape["prompt_len"], shape["new_tokens"]
+  c.reward.overlong.max_len = shape["new_tokens"]
+  c.train.microbatch_rows = shape["rows_per_shard"] * axes[0] * axes[1]
+  c.train.logprob_chunk = shape["logprob_chunk"]
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = axes
   return c
 
@@ -168,10 +206,10 @@ def worker(spec: dict) -> dict:
         json.dump(_model_config(spec["model"], layers).to_hf_dict(), f)
       t = time.perf_counter()
       rep = dry_run.compile_only(
-        _run_config(ckpt, axes, spec["remat"]),
+        _run_config(ckpt, axes, spec["remat"], SHAPES[spec["shape"]]),
         mesh,
         executables=spec["executables"],
-        constrain_activations=spec["constrain"],
+        pin_activations=spec["constrain"],
       )
       rep["compile_s"] = time.perf_counter() - t
     out["by_layers"][str(layers)] = rep
@@ -261,15 +299,15 @@ def step_peak(report: dict) -> tuple[float, str]:
   return report["resident"]["total"] + report[worst]["transient_bytes"], worst
 
 
-def kv_cache_bytes(model: str, target_axes, dtype_bytes: int = 2) -> tuple[float, float]:
+def kv_cache_bytes(model: str, target_axes, shape: dict, dtype_bytes: int = 2):
   """The sampler's KV cache, total and per device: 2 (k, v) · L · B · K · H · S · bytes.
 
   B = P·G rows are split over data x fsdp; K over tensor when tensor divides it.
   """
   m = MODELS[model]
-  rows = SHAPE["prompts"] * SHAPE["samples"]
-  s = SHAPE["prompt_len"] + SHAPE["new_tokens"]
-  total = 2 * m["num_layers"] * rows * m["num_kv_heads"] * 128 * s * dtype_bytes
+  rows = shape["prompts"] * shape["samples"]
+  s = shape["prompt_len"] + shape["new_tokens"]
+  total = 2 * m["num_layers"] * rows * m["num_kv_heads"] * m["head_dim"] * s * dtype_bytes
   data, fsdp, tensor = target_axes
   per = total / (data * fsdp) / (tensor if m["num_kv_heads"] % tensor == 0 else 1)
   return total, per
@@ -282,11 +320,17 @@ def _points(args):
       for i, axes in enumerate(TARGETS[target].layouts):
         for constrain in (False, True) if i == 0 and args.unconstrained else (True,):
           base = dict(
-            target=target, model=model, axes=list(axes), constrain=constrain, layers=args.layers
+            target=target,
+            model=model,
+            axes=list(axes),
+            constrain=constrain,
+            layers=args.layers,
+            shape=args.shape,
           )
           yield dict(base, remat="none", executables=list(EXECUTABLES))
-          if constrain:  # remat changes only the saved activations of the training forward
-            yield dict(base, remat="full", executables=["grad"])
+          # remat changes only the saved activations of the training forward
+          if constrain and args.remat_full:
+            yield dict(base, remat="full", executables=["update"])
 
 
 def _verify_points(args):
@@ -294,69 +338,70 @@ def _verify_points(args):
   for target in args.targets:
     base = dict(
       target=target,
-      model="qwen2.5-7b",
+      model=args.models[0],
       axes=list(TARGETS[target].layouts[0]),
       constrain=True,
       remat="none",
       executables=list(EXECUTABLES),
+      shape=args.shape,
     )
     yield dict(base, layers=[args.layers[1] * 2])
-    if target == "h100x8":  # XLA:CPU compiles all 28 layers in a couple of minutes
+    if target == "h100x8" and args.models[0] == "qwen2.5-7b":
+      # XLA:CPU compiles all 28 layers in a couple of minutes.
       yield dict(base, layers=[MODELS["qwen2.5-7b"]["num_layers"]])
 
 
-def _gib(x: float) -> str:
-  return f"{x / GIB:.1f}"
-
-
 def write_markdown(path: str, args, results: dict, backends: dict) -> None:
-  """The tables of experiments/scaling.md from the cached results."""
+  """The tables of experiments/scaling.md from the cached results, in `args.unit` (GiB or MiB)."""
+  unit = {"GiB": GIB, "MiB": 2**20}[args.unit]
+  size = lambda x: f"{x / unit:.1f}"
+  arg_temp_peak = lambda r: "/".join(size(r[f"{k}_bytes"]) for k in ("argument", "temp", "peak"))
   lines = [
-    "| model | target | data,fsdp,tensor | act. constraint | remat | sampler arg/temp/peak "
-    "| score peak | grad temp/peak | update peak "
-    "| resident (params+opt+grad+ref+sampler) | step peak | fits |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| model | target | data,fsdp,tensor | act. constraint | remat | prefill arg/temp/peak "
+    "| decode arg/temp/peak | update temp/peak | resident (params+opt+ref+sampler) "
+    "| step peak | fits |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for spec in _points(args):
     if spec["remat"] != "none":
       continue
     base = results[_key(spec)]
     variants = [("none", base)]
-    if spec["constrain"]:
-      variants.append(("full", results[_key(dict(spec, remat="full", executables=["grad"]))]))
-    for remat, grad_src in variants:
+    if spec["constrain"] and args.remat_full:
+      variants.append(("full", results[_key(dict(spec, remat="full", executables=["update"]))]))
+    for remat, update_src in variants:
       depth = MODELS[spec["model"]]["num_layers"]
       rep = extrapolate(base["by_layers"], depth)
-      rep["grad"] = extrapolate(grad_src["by_layers"], depth)["grad"]
+      rep["update"] = extrapolate(update_src["by_layers"], depth)["update"]
       peak, worst = step_peak(rep)
       res = rep["resident"]
       hbm = TARGETS[spec["target"]].hbm_gib
-      s, g = rep["sampler"], rep["grad"]
+      u = rep["update"]
       lines.append(
         f"| {spec['model']} | {spec['target']} ({backends[spec['target']]}) "
         f"| {','.join(map(str, spec['axes']))} | {'yes' if spec['constrain'] else 'no'} | {remat} "
-        f"| {_gib(s['argument_bytes'])}/{_gib(s['temp_bytes'])}/{_gib(s['peak_bytes'])} "
-        f"| {_gib(rep['score']['peak_bytes'])} | {_gib(g['temp_bytes'])}/{_gib(g['peak_bytes'])} "
-        f"| {_gib(rep['update']['peak_bytes'])} "
-        f"| {_gib(res['total'])} = "
-        + "+".join(_gib(res[k]) for k in RESIDENT)
-        + f" | {_gib(peak)} ({worst}) | {'yes' if peak <= hbm * GIB else 'no'} |"
+        f"| {arg_temp_peak(rep['prefill'])} | {arg_temp_peak(rep['decode'])} "
+        f"| {size(u['temp_bytes'])}/{size(u['peak_bytes'])} "
+        f"| {size(res['total'])} = "
+        + "+".join(size(res[k]) for k in RESIDENT)
+        + f" | {size(peak)} ({worst}) | {'yes' if peak <= hbm * GIB else 'no'} |"
       )
   table = "\n".join(lines)
 
   kv = [
     "| model | target | data,fsdp,tensor | KV cache total | per device (formula) "
-    "| sampler temp per device (compiled) |",
-    "|---|---|---|---|---|---|",
+    "| sampler state per device (compiled: prefill output) | decode temp per device (compiled) |",
+    "|---|---|---|---|---|---|---|",
   ]
   for spec in _points(args):
     if spec["remat"] != "none" or not spec["constrain"]:
       continue
-    total, per = kv_cache_bytes(spec["model"], spec["axes"])
+    total, per = kv_cache_bytes(spec["model"], spec["axes"], SHAPES[spec["shape"]])
     rep = extrapolate(results[_key(spec)]["by_layers"], MODELS[spec["model"]]["num_layers"])
     kv.append(
       f"| {spec['model']} | {spec['target']} | {','.join(map(str, spec['axes']))} "
-      f"| {_gib(total)} | {_gib(per)} | {_gib(rep['sampler']['temp_bytes'])} |"
+      f"| {size(total)} | {size(per)} | {size(rep['prefill']['output_bytes'])} "
+      f"| {size(rep['decode']['temp_bytes'])} |"
     )
 
   ver = [
@@ -375,9 +420,9 @@ def write_markdown(path: str, args, results: dict, backends: dict) -> None:
     for name in EXECUTABLES:
       ver.append(
         f"| {spec['target']} | {spec['model']} | {','.join(map(str, spec['axes']))} "
-        f"| {layers} | {name} | {_gib(actual[name]['temp_bytes'])} "
-        f"| {_gib(rep[name]['temp_bytes'])} | {_gib(actual[name]['peak_bytes'])} "
-        f"| {_gib(rep[name]['peak_bytes'])} |"
+        f"| {layers} | {name} | {size(actual[name]['temp_bytes'])} "
+        f"| {size(rep[name]['temp_bytes'])} | {size(actual[name]['peak_bytes'])} "
+        f"| {size(rep[name]['peak_bytes'])} |"
       )
 
   kept = _read_kept(path)  # before "w" truncates the file
@@ -387,7 +432,7 @@ def write_markdown(path: str, args, results: dict, backends: dict) -> None:
       "are written by hand and kept by reruns -->\n"
     )
     f.write(_KEEP_START + "\n" + kept + _KEEP_END + "\n\n")
-    f.write("## Per-device memory (GiB), extrapolated to the full depth\n\n" + table + "\n\n")
+    f.write(f"## Per-device memory ({args.unit}), extrapolated to the full depth\n\n{table}\n\n")
     f.write("## Sampler KV cache\n\n" + "\n".join(kv) + "\n\n")
     if args.verify:
       f.write("## Linear-in-depth check\n\n" + "\n".join(ver) + "\n")
@@ -408,8 +453,9 @@ def _read_kept(path: str) -> str:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--targets", default=",".join(TARGETS), type=lambda s: s.split(","))
-  ap.add_argument("--models", default=",".join(MODELS), type=lambda s: s.split(","))
+  ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS), type=lambda s: s.split(","))
+  ap.add_argument("--models", default=",".join(DEFAULT_MODELS), type=lambda s: s.split(","))
+  ap.add_argument("--shape", default="full", choices=sorted(SHAPES), help="the batch (SHAPES)")
   ap.add_argument(
     "--layers",
     default="1,2",
@@ -441,13 +487,34 @@ def main():
     help="results by point; a rerun compiles only the points missing here",
   )
   ap.add_argument("--out", default=os.path.join(REPO, "experiments", "scaling.md"))
+  ap.add_argument("--unit", default="GiB", choices=("GiB", "MiB"), help="of the tables")
   ap.add_argument("--timeout_s", type=int, default=3600)
   ap.add_argument("--jobs", type=int, default=2, help="points compiled at once")
+  ap.add_argument(
+    "--remat_full",
+    action=argparse.BooleanOptionalAction,
+    default=None,
+    help="also compile the update of each constrained point with remat 'full' (default: yes, "
+    "but no with --smoke)",
+  )
+  ap.add_argument(
+    "--smoke",
+    action="store_true",
+    help="one tiny point (model 'tiny', shape 'smoke') on the 4-device cpu4 target, written to "
+    "a temporary directory and printed",
+  )
   ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args._worker:
     print("RESULT " + json.dumps(worker(json.loads(args._worker))), flush=True)
     return
+  if args.smoke:
+    tmp = tempfile.mkdtemp(prefix="scaling_smoke_")
+    args.targets, args.models, args.shape = ["cpu4"], ["tiny"], "smoke"
+    args.layers, args.unconstrained, args.unit = [1, 2], False, "MiB"
+    args.cache, args.out = os.path.join(tmp, "cache.json"), os.path.join(tmp, "scaling.md")
+  if args.remat_full is None:
+    args.remat_full = not args.smoke
   if len(args.layers) != 2 or args.layers[0] >= args.layers[1]:
     ap.error("--layers takes two increasing depths, e.g. 2,4")
   tpu = bool(args.libtpu_path) and _libtpu_importable(args.libtpu_path)
@@ -500,6 +567,10 @@ def main():
     sys.exit(f"{len(failures)} point(s) failed; the others are cached in {args.cache}")
   write_markdown(args.out, args, results, backends)
   print(f"wrote {args.out} ({(time.perf_counter() - t0) / 60:.1f} min)")
+  if not args.remat_full:
+    print("remat full: not compiled (pass --remat_full to add it)")
+  if args.smoke:
+    print(open(args.out).read().split(_KEEP_END, 1)[1].strip())
 
 
 if __name__ == "__main__":

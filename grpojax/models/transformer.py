@@ -365,10 +365,15 @@ REMAT_POLICIES = {
 
 
 def _remat_layer(layer, x, cos_sin, mask_bts, policy: str):
-  def forward(layer, x, cos_sin, mask_bts):
-    return layer(x, cos_sin, mask_bts, None, None)[0]
+  # A pure function of the layer's state under `jax.checkpoint` (rather than `nnx.remat` on the
+  # module): the layer may be merged from parameters of an outer trace (a `lax.scan` over
+  # micro-batches closes over them), which NNX's transforms refuse to touch.
+  graphdef, state = nnx.split(layer)
 
-  return nnx.remat(forward, policy=REMAT_POLICIES[policy])(layer, x, cos_sin, mask_bts)
+  def forward(state, x, cos_sin, mask_bts):
+    return nnx.merge(graphdef, state)(x, cos_sin, mask_bts, None, None)[0]
+
+  return jax.checkpoint(forward, policy=REMAT_POLICIES[policy])(state, x, cos_sin, mask_bts)
 
 
 def init_cache(

@@ -13,61 +13,13 @@ entropy bonus). Corrections for the sampler–trainer mismatch (`tis`, `mis`, `o
 chosen apart, in `objective.correction`, and chained in front of any recipe.
 """
 
-import math
-
 from grpojax.objectives import advantages as adv_lib
-from grpojax.objectives import (
-  aggregation,
-  base,
-  regression_losses,
-  selective_surrogates,
-  soft_surrogates,
-  surrogates,
-)
-from grpojax.objectives import regularizers as regularizers_lib
+from grpojax.objectives import aggregation, base, soft_surrogates, surrogates
+from grpojax.objectives import recipe_parts as parts
+from grpojax.objectives import selective_recipes as selective
 from grpojax.objectives import transforms as t
 
-INF = math.inf
-
-
-def _none_if_inf(value):
-  """Config values are never None: an infinite bound is 'no bound' (the piece's None)."""
-  return None if value == INF else value
-
-
-def _objective(
-  advantage, policy_terms, aggregate, *, kl_coef, kl_kind, entropy_coef, kl_target=0.0
-):
-  """advantage -> policy terms -> KL to the reference -> entropy bonus -> aggregation."""
-  regularizers = []
-  if kl_target > 0:
-    regularizers.append(
-      t.adaptive_kl_penalty(kl_coef=kl_coef, kl_target=kl_target, kl_kind=kl_kind)
-    )
-  elif kl_coef > 0:
-    regularizers.append(t.kl_penalty(kl_coef=kl_coef, kl_kind=kl_kind))
-  else:
-    regularizers_lib.check_kl(kl_coef, kl_kind)
-  if entropy_coef > 0:
-    regularizers.append(t.entropy_bonus(entropy_coef=entropy_coef))
-  elif entropy_coef < 0 or not math.isfinite(entropy_coef):
-    raise ValueError(f"entropy_coef must be >= 0 and finite, got {entropy_coef!r}.")
-  return base.Objective(
-    advantage=advantage, terms=base.chain(*policy_terms, *regularizers), aggregate=aggregate
-  )
-
-
-def _zscore(eps, ddof):
-  return t.group_advantages(adv_lib.grpo_advantages, eps=eps, ddof=ddof)
-
-
-def _ppo_clip(epsilon_low, epsilon_high, dual_clip_c):
-  return t.policy_loss(
-    surrogates.ppo_clip,
-    epsilon_low=epsilon_low,
-    epsilon_high=epsilon_high,
-    dual_clip_c=_none_if_inf(dual_clip_c),
-  )
+INF = parts.INF
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,9 +45,9 @@ def grpo(
   `kl_target` > 0 moves β with Ziegler et al.'s proportional controller (arXiv 1909.08593)
   towards that token-mean KL, starting from `kl_coef`.
   """
-  return _objective(
-    _zscore(eps, ddof),
-    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+  return parts.objective(
+    parts.zscore(eps, ddof),
+    [parts.ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -115,9 +67,9 @@ def dr_grpo(
 ) -> base.Objective:
   """Dr. GRPO (arXiv 2503.20783): no std normalisation, token sums over the constant L_max (the
   generation budget: the padded completion length), β = 0."""
-  return _objective(
+  return parts.objective(
     t.group_advantages(adv_lib.dr_grpo_advantages),
-    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+    [parts.ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
     aggregation.seq_mean_token_sum_norm,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -139,9 +91,9 @@ def dapo(
   """DAPO (arXiv 2503.14476): clip-higher 0.2/0.28, token-mean, no KL; the verl recipe's dual
   clip c = 10. Dynamic sampling and overlong shaping act on the data, not the loss: configs set
   `rollout.refill` and `reward.overlong` (see configs/dapo.py)."""
-  return _objective(
-    _zscore(eps, ddof),
-    [_ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
+  return parts.objective(
+    parts.zscore(eps, ddof),
+    [parts.ppo_clip(epsilon_low, epsilon_high, dual_clip_c)],
     aggregation.token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -160,8 +112,8 @@ def gspo(
   entropy_coef: float = 0.0,
 ) -> base.Objective:
   """GSPO (arXiv 2507.18071): the sequence ratio clipped at 3e-4 / 4e-4, (1/G) Σ_i, no KL."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [t.policy_loss(surrogates.gspo, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
@@ -181,8 +133,8 @@ def gspo_token(
   entropy_coef: float = 0.0,
 ) -> base.Objective:
   """GSPO-token (arXiv 2507.18071 §4.3, the verl/tunix form)."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [t.policy_loss(surrogates.gspo_token, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
@@ -202,8 +154,8 @@ def sapo(
   entropy_coef: float = 0.0,
 ) -> base.Objective:
   """SAPO (arXiv 2511.20347): soft gate τ_pos = 1.0, τ_neg = 1.05, (1/G) Σ_i (1/|y_i|) Σ_t."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [t.policy_loss(soft_surrogates.sapo, tau_pos=tau_pos, tau_neg=tau_neg)],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
@@ -225,12 +177,12 @@ def cispo(
 ) -> base.Objective:
   """CISPO (MiniMax-M1, arXiv 2506.13585): detached clipped IS weight with no lower bound,
   ε_high = 0.2 [verl example; M1's own value unconfirmed], token-mean, no KL."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [
       t.policy_loss(
         soft_surrogates.cispo,
-        epsilon_low=_none_if_inf(epsilon_low),
+        epsilon_low=parts.none_if_inf(epsilon_low),
         epsilon_high=epsilon_high,
         bound=bound,
       )
@@ -268,86 +220,10 @@ def maspo(
     beta_pos=beta_pos,
     beta_neg=beta_neg,
   )
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [surrogate],
     aggregation.token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def stapo(
-  *,
-  eps: float = 1e-6,
-  ddof: int = 1,
-  prob_threshold: float = 0.01,
-  entropy_rule: str = "quantile",
-  entropy_quantile: float = 0.05,
-  entropy_threshold: float = 0.0,
-  use_old_probs: bool = False,
-  epsilon_low: float = 0.2,
-  epsilon_high: float = 0.2,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """STAPO (arXiv 2602.15620): the S2T mask (τ_p = 0.01, τ_h = the 5% entropy quantile of the
-  batch, on π_θ's probability) then GRPO's clip 0.2, renormalised over the kept tokens
-  [ours: token-mean, no KL]. `entropy_rule` "fixed" uses `entropy_threshold` (> 0) as τ_h."""
-  if entropy_rule not in ("quantile", "fixed"):
-    raise ValueError(f"entropy_rule must be 'quantile' or 'fixed', got {entropy_rule!r}.")
-  if entropy_rule == "fixed" and not entropy_threshold > 0:
-    raise ValueError(
-      f"entropy_threshold must be > 0 with entropy_rule='fixed', got {entropy_threshold}."
-    )
-  filter_ = t.token_filter(
-    selective_surrogates.stapo_mask,
-    probs="old_logprobs" if use_old_probs else "logprobs",
-    extras=("entropy",),
-    prob_threshold=prob_threshold,
-    entropy_quantile=entropy_quantile,
-    entropy_threshold=entropy_threshold if entropy_rule == "fixed" else None,
-  )
-  return _objective(
-    _zscore(eps, ddof),
-    [filter_, _ppo_clip(epsilon_low, epsilon_high, INF)],
-    aggregation.token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def progrpo(
-  *,
-  alpha: float = 0.1,
-  low_prob_fraction: float = 0.2,
-  correct_threshold: float = 0.5,
-  correct_only: bool = False,
-  eps: float = 1e-6,
-  ddof: int = 1,
-  epsilon_low: float = 0.2,
-  epsilon_high: float = 0.2,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """ProGRPO (arXiv 2602.05281): the ARM advantage over T_low (20%) [ours: α = 0.1; c(q) = the
-  group's mean answer confidence], then GRPO's clip [ours: no KL]."""
-  advantage = t.progrpo_advantages(
-    alpha=alpha,
-    low_prob_fraction=low_prob_fraction,
-    correct_threshold=correct_threshold,
-    correct_only=correct_only,
-    eps=eps,
-    ddof=ddof,
-  )
-  return _objective(
-    advantage,
-    [_ppo_clip(epsilon_low, epsilon_high, INF)],
-    aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
     entropy_coef=entropy_coef,
@@ -377,8 +253,8 @@ def vespo(
     k_neg=k_neg,
     lambda_neg=lambda_neg,
   )
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [surrogate],
     aggregation.token_mean,
     kl_coef=kl_coef,
@@ -398,117 +274,9 @@ def gmpo(
   entropy_coef: float = 0.0,
 ) -> base.Objective:
   """GMPO (arXiv 2507.20673, verl `geo_mean`): log-space clip 0.4, mean_i L_i."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [t.policy_loss(surrogates.gmpo, epsilon_low=epsilon_low, epsilon_high=epsilon_high)],
-    aggregation.seq_mean_token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def clip_cov(
-  *,
-  eps: float = 1e-6,
-  ddof: int = 1,
-  epsilon_low: float = 0.2,
-  epsilon_high: float = 0.2,
-  clip_cov_ratio: float = 2e-4,
-  clip_cov_lb: float = 1.0,
-  clip_cov_ub: float = 5.0,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """Clip-Cov (arXiv 2505.22617, verl defaults): ratio 2e-4, band (1, 5), clip 0.2."""
-  surrogate = t.policy_loss(
-    selective_surrogates.clip_cov,
-    extras=("key",),
-    epsilon_low=epsilon_low,
-    epsilon_high=epsilon_high,
-    clip_cov_ratio=clip_cov_ratio,
-    clip_cov_lb=clip_cov_lb,
-    clip_cov_ub=clip_cov_ub,
-  )
-  return _objective(
-    _zscore(eps, ddof),
-    [surrogate],
-    aggregation.token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def kl_cov(
-  *,
-  eps: float = 1e-6,
-  ddof: int = 1,
-  kl_cov_ratio: float = 2e-4,
-  kl_cov_coef: float = 1.0,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """KL-Cov (arXiv 2505.22617): the top 2e-4 tokens by covariance get |Δ| with coefficient 1.0
-  (verl's code fallback; its actor.yaml says 0.1), no ratio clip."""
-  surrogates.check_hparam("kl_cov", "kl_cov_coef", kl_cov_coef, lambda v: v >= 0, ">= 0")
-  surrogate = t.policy_loss(
-    selective_surrogates.kl_cov, kl_cov_ratio=kl_cov_ratio, kl_coef=kl_cov_coef
-  )
-  return _objective(
-    _zscore(eps, ddof),
-    [surrogate],
-    aggregation.token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def oapl(
-  *,
-  beta1: float = 1.0,
-  beta2: float = 1e-3,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """OAPL (arXiv 2602.19362): target r − V̂*(x) with β1 = 1.0, (β2 S_i − target)² with
-  β2 = 1e-3 against the sampler's (lagged) log-probs, mean_i L_i."""
-  return _objective(
-    t.group_advantages(adv_lib.oapl_advantages, beta1=beta1),
-    [t.policy_loss(regression_losses.oapl_loss, behaviour="sampler_logprobs", beta2=beta2)],
-    aggregation.seq_mean_token_mean,
-    kl_coef=kl_coef,
-    kl_kind=kl_kind,
-    entropy_coef=entropy_coef,
-  )
-
-
-def flowrl(
-  *,
-  eps: float = 1e-6,
-  ddof: int = 1,
-  beta: float = 15.0,
-  is_weight_clip: float = INF,
-  kl_coef: float = 0.0,
-  kl_kind: str = "k3",
-  entropy_coef: float = 0.0,
-) -> base.Objective:
-  """FlowRL (arXiv 2509.15207): trajectory balance with β = 15 against a learned log Z (the
-  log-Z head), the GRPO advantage as the log-reward, the unclipped IS weight (the code; the paper
-  clips: `is_weight_clip`), mean_i L_i. The reference policy enters the residual."""
-  surrogate = t.policy_loss(
-    regression_losses.flowrl_loss,
-    extras=("log_z", "ref_logprobs"),
-    beta=beta,
-    is_weight_clip=_none_if_inf(is_weight_clip),
-  )
-  return _objective(
-    _zscore(eps, ddof),
-    [surrogate],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -526,8 +294,8 @@ def reinforce(
 ) -> base.Objective:
   """REINFORCE (Williams 1992; the GPG loss, arXiv 2504.02546) [ours: GRPO's group z-score as
   the baseline, token-mean], no trust region."""
-  return _objective(
-    _zscore(eps, ddof),
+  return parts.objective(
+    parts.zscore(eps, ddof),
     [t.policy_loss(surrogates.reinforce)],
     aggregation.token_mean,
     kl_coef=kl_coef,
@@ -539,7 +307,7 @@ def reinforce(
 def rloo(*, kl_coef: float = 0.0, kl_kind: str = "k3", entropy_coef: float = 0.0) -> base.Objective:
   """RLOO (arXiv 2402.14740): leave-one-out baseline, REINFORCE on the whole sequence (token
   sum, mean over sequences) [RECALL]."""
-  return _objective(
+  return parts.objective(
     t.group_advantages(adv_lib.rloo_advantages),
     [t.policy_loss(surrogates.reinforce)],
     aggregation.seq_mean_token_sum,
@@ -566,9 +334,9 @@ def reinforce_pp(
   estimator = (
     adv_lib.reinforce_pp_baseline_advantages if baseline else adv_lib.reinforce_pp_advantages
   )
-  return _objective(
+  return parts.objective(
     t.group_advantages(estimator, eps=eps, ddof=ddof),
-    [_ppo_clip(epsilon_low, epsilon_high, INF)],
+    [parts.ppo_clip(epsilon_low, epsilon_high, INF)],
     aggregation.token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -593,9 +361,9 @@ def pass_at_k(
   advantage = t.group_advantages(
     adv_lib.pass_at_k_advantages, k=k, eps=eps, correct_threshold=correct_threshold
   )
-  return _objective(
+  return parts.objective(
     advantage,
-    [_ppo_clip(epsilon_low, epsilon_high, INF)],
+    [parts.ppo_clip(epsilon_low, epsilon_high, INF)],
     aggregation.seq_mean_token_mean,
     kl_coef=kl_coef,
     kl_kind=kl_kind,
@@ -614,14 +382,14 @@ RECIPES = {
     sapo,
     cispo,
     maspo,
-    stapo,
-    progrpo,
+    selective.stapo,
+    selective.progrpo,
     vespo,
     gmpo,
-    clip_cov,
-    kl_cov,
-    oapl,
-    flowrl,
+    selective.clip_cov,
+    selective.kl_cov,
+    selective.oapl,
+    selective.flowrl,
     reinforce,
     rloo,
     reinforce_pp,

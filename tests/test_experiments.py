@@ -1,0 +1,127 @@
+"""Every script in experiments/ runs its `--smoke` mode to the end and prints its key lines.
+
+Each script runs in a child process from the repository root, without the test session's fake
+8-device `XLA_FLAGS` (the scripts pick their own devices). Peers (torch, transformers, TRL) are
+exercised when importable; a script must then print their lines, and otherwise its skip note.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+TRL = TORCH and all(importlib.util.find_spec(m) for m in ("trl", "datasets"))
+# Runs a script as `__main__` with the peers made unimportable (`find_spec` returns None for a
+# module whose sys.modules entry is None).
+_WITHOUT_PEERS = (
+  "import runpy, sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'trl', "
+  "'datasets'])); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def _run(*args: str, timeout: int = 300) -> str:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
+  proc = subprocess.run(
+    args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-5000:]
+  return proc.stdout
+
+
+def _python(script: str, *flags: str, timeout: int = 300) -> list[str]:
+  out = _run(sys.executable, os.path.join("experiments", script), *flags, timeout=timeout)
+  return [line for line in out.splitlines() if line.strip()]
+
+
+def _starting(lines: list[str], prefix: str) -> list[str]:
+  return [line for line in lines if line.startswith(prefix)]
+
+
+def test_bench_step():
+  lines = _python("bench_step.py", "--smoke")
+  assert _starting(lines, "grpojax f32  :") and _starting(lines, "grpojax bf16 :")
+  assert _starting(lines, "learn FLOP/s :")
+  if TRL:
+    assert _starting(lines, "TRL ")
+    assert _starting(lines, "  settings   : bf16=False, gradient_checkpointing=False")
+    assert _starting(lines, "  first step : learn: autocast=False, dtype=float32")
+    assert _starting(lines, "  why        :")
+    assert _starting(lines, "speed-up grpojax / TRL (f32 step time): ")
+  if TORCH:
+    assert _starting(lines, "torch loop   :")
+    # The plain PyTorch ratio comes last, after TRL's.
+    assert lines[-1].startswith("speed-up grpojax / plain PyTorch loop (f32 step time): ")
+
+
+def test_bench_sampler():
+  lines = _python("bench_sampler.py", "--smoke")
+  assert _starting(lines, "grpojax      :") and _starting(lines, "decode FLOP/s:")
+  if TORCH:
+    assert _starting(lines, "transformers : ")
+    assert lines[-1].startswith("speed-up grpojax / transformers: ")
+
+
+@pytest.mark.parametrize(
+  ("script", "flags", "note"),
+  [
+    ("bench_step.py", ("--smoke", "--skip_bf16"), "TRL and plain PyTorch loop: skipped"),
+    ("bench_sampler.py", ("--smoke",), "transformers : skipped"),
+  ],
+)
+def test_peers_skip_cleanly(script, flags, note):
+  out = _run(sys.executable, "-c", _WITHOUT_PEERS, os.path.join("experiments", script), *flags)
+  assert "grpojax" in out
+  assert note in out and "(not importable: torch, transformers)" in out
+  assert "speed-up" not in out
+
+
+def test_bench_logprobs():
+  lines = _python("bench_logprobs.py", "--smoke")
+  assert _starting(lines, "XLA peak GiB")
+  assert _starting(lines, "ratio time       chunked/naive: ")
+
+
+def test_bench_precision():
+  lines = _python("bench_precision.py", "--smoke")
+  assert _starting(lines, "mode ") and "update s" in _starting(lines, "mode ")[0]
+  for mode in ("bf16", "fp8", "fp8_block"):
+    assert _starting(lines, f"{mode} "), mode
+
+
+def test_scaling():
+  lines = _python("scaling.py", "--smoke")
+  assert "## Per-device memory (MiB), extrapolated to the full depth" in lines
+  header = _starting(lines, "| model | target |")[0]
+  for column in ("prefill arg/temp/peak", "decode arg/temp/peak", "update temp/peak"):
+    assert column in header
+  assert _starting(lines, "| tiny | cpu4 (XLA:CPU) | 1,2,2 | yes | none |")
+  assert "## Linear-in-depth check" in lines
+  assert len(_starting(lines, "| cpu4 | tiny | 1,2,2 | 4 |")) == 3  # prefill, decode, update
+
+
+@pytest.mark.slow
+def test_scaling_remat_full():
+  lines = _python("scaling.py", "--smoke", "--remat_full")
+  assert _starting(lines, "| tiny | cpu4 (XLA:CPU) | 1,2,2 | yes | full |")
+
+
+def test_precision_report():
+  lines = _python("precision_report.py", "--smoke")
+  assert _starting(lines, "| mode | mean abs Δlog p |")
+  assert _starting(lines, "| float32 |") and _starting(lines, "| naive FP8 (rollout only) |")
+  assert lines[-1].startswith("wrote ") and lines[-1].endswith("precision_curves.png")
+
+
+@pytest.mark.slow
+def test_precision_modes_then_report(tmp_path):
+  root = str(tmp_path)
+  out = _run("bash", os.path.join("experiments", "precision_modes.sh"), "--smoke", root)
+  for mode in ("f32", "bf16", "fp8_naive", "fp8_unified", "nvfp4_lora"):
+    assert f"{mode}: held-out accuracy:" in out, mode
+  lines = _python("precision_report.py", f"--root={root}", f"--out={root}")
+  assert len(_starting(lines, "| ")) == 1 + 5  # the header and one row per mode
