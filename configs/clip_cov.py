@@ -2,9 +2,10 @@
 
   python -m grpojax.main --config=configs/clip_cov.py --workdir=/tmp/grpojax_clip_cov
 
-The run of `configs/default.py` with the objective replaced by the `clip_cov` recipe: PPO clip with
-high-covariance tokens' gradients detached. Every knob of the recipe is in `config.objective` with
-the paper's defaults (see `grpojax/objectives/README.md`); override any with
+The run of `configs/default.py` with the objective replaced by the `clip_cov` recipe:
+high-covariance tokens' gradients detached, with the PPO clip loosened to ratio bounds [0, 2] as
+in the authors' script. Every knob of the recipe is in `config.objective` with
+the authors' defaults (see `grpojax/objectives/README.md`); override any with
 `--config.objective.FIELD=VALUE`. Expect about the default's run time (a few minutes on a 2-core
 CPU); this recipe's final accuracy on the task has not been measured yet.
 

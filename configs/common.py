@@ -59,9 +59,59 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   # The loss: a recipe and its keyword arguments (grpojax.objectives.recipes), plus an optional
   # correction for the sampler-trainer mismatch (`correction.name`: none | tis | mis | opsm).
   c.objective = objectives.default_config(recipe)
-  # DAPO's dynamic sampling: keep groups whose rewards differ, generating up to
-  # `max_generation_batches` batches of prompts per step to fill the batch with them.
-  c.rollout.refill = ml_collections.ConfigDict(dict(enabled=False, max_generation_batches=10))
+  # IntroLLM's learned per-token temperature (grpojax.sampling.head_temperature): each token's
+  # τ ~ τ_min + (τ_max − τ_min)·Beta(1 + κm, 1 + κ(1 − m)), m = sigmoid(temperature head), in
+  # place of `rollout.temperature`; needs an objective that trains the head (`introllm`).
+  c.rollout.temperature_policy = ml_collections.ConfigDict(
+    dict(enabled=False, tau_min=0.5, tau_max=1.5, concentration=8.0)
+  )
+  # DAPO's dynamic sampling: keep groups whose correctness differs (`metric` "acc", as DAPO and
+  # verl; "reward": the shaped reward), generating up to `max_generation_batches` batches of
+  # prompts per step to fill the batch with them.
+  c.rollout.refill = ml_collections.ConfigDict(
+    dict(enabled=False, max_generation_batches=10, metric="acc")
+  )
+  # RePO's rephrase injection (grpojax/rl/rephrase.py): in groups whose share of incorrect rows
+  # is >= failure_rate, up to num_replaced of the worst incorrect rows are replaced by the
+  # policy's verified restatements of the reference solution, prompted by `template`
+  # ({prompt}, {solution}, {answer}) and padded to max_prompt_len tokens.
+  c.rollout.rephrase = ml_collections.ConfigDict(
+    dict(
+      enabled=False,
+      failure_rate=1.0,
+      num_replaced=1,
+      template="{prompt}{solution}\n{prompt}",
+      max_prompt_len=24,
+    )
+  )
+  # DEEP-GRPO's pivot branching (grpojax/rl/pivots.py): failed chains are cut into nodes of
+  # tokens_per_node tokens (the authors' 50, scaled to this task's 3-6-token answers), one pivot
+  # per failed chain is drawn by P(success | depth)·depth^position_bias (a logistic fit on a
+  # sliding window of `window` pivots) and branched samples_per_prompt times; up to max_pivots
+  # branch groups a step follow the root groups in the batch.
+  c.rollout.branch = ml_collections.ConfigDict(
+    dict(enabled=False, max_pivots=16, tokens_per_node=1, position_bias=2.0, window=10000)
+  )
+  # Where each step's prompts come from (grpojax/rl/curricula.py): "sequential" (the stream in
+  # order), or a candidate pool of `pool_size` scored by "goldilocks" (a teacher MLP on the
+  # policy's pooled prompt states, utility sqrt(p(1-p)), trained by SGD on replayed observed
+  # accuracies) or "paced" (p = log Z / objective.beta from the log-Z head, utility -|p - tau|,
+  # `replay_fraction` of each batch replayed with priority |p - accuracy|^replay_alpha).
+  c.curriculum = ml_collections.ConfigDict(
+    dict(
+      name="sequential",
+      pool_size=128,
+      seed=0,
+      tau=0.5,
+      replay_capacity=1024,
+      replay_fraction=0.25,
+      replay_alpha=1.0,
+      teacher_hidden=64,
+      teacher_learning_rate=0.5,
+      teacher_steps=4,
+      teacher_batch=64,
+    )
+  )
   # Reward shaping. DAPO's overlong penalty, with budgets in tokens of this task (the paper's are
   # for 20k-token answers): R += min(-(|y| - (max_len - cache)) / cache, 0) * penalty_factor.
   c.reward = ml_collections.ConfigDict(
@@ -100,9 +150,17 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       grad_clip=1.0,
     )
   )
+  # critic_warmup_steps: the first N RL steps train only the heads (VAPO's value pretraining on
+  # the warm-started policy's returns; the decoder stays bit-identical), part of train.steps.
   c.train = ml_collections.ConfigDict(
     dict(
-      steps=300, epochs=1, minibatches=1, microbatch_rows=256, logprob_chunk=1024, max_bad_steps=3
+      steps=300,
+      epochs=1,
+      minibatches=1,
+      microbatch_rows=256,
+      logprob_chunk=1024,
+      max_bad_steps=3,
+      critic_warmup_steps=0,
     )
   )
   c.eval = ml_collections.ConfigDict(

@@ -4,8 +4,9 @@
 
 A 3-layer, 128-wide Qwen2-architecture policy with a character tokenizer is warm-started for 500
 supervised steps on reference solutions (about half of the held-out problems right, greedy),
-then trained with 300 GRPO steps (group z-score advantages, PPO clip 0.2, k3 KL β = 0.04,
-token-mean) on 32 prompts x 8 samples each. Held-out greedy
+then trained with 300 GRPO steps (group z-score advantages, PPO clip 0.2, k3 KL β = 0.04, the
+loss averaged over each response's tokens and then over responses: seq-mean-token-mean) on 32
+prompts x 8 samples each. Held-out greedy
 accuracy is printed after the warm start and after RL; the last line reads
 `held-out accuracy: warm start X%, after RL Y%, pass@8 Z%`.
 

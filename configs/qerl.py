@@ -10,7 +10,9 @@ values, an e4m3 scale per 16 inputs, a float32 tensor scale) and frozen; rank-16
 (alpha 16) on all seven projections are the only trained parameters. The rollout model's
 RMSNorm scales get N(0, σ²) noise with σ decaying geometrically from 1e-2 to 1e-4 over 10
 stages, the first noise-free. The loss is QeRL's DAPO mode (token-mean, clip-higher 0.28,
-β = 0). The learning rate is ours for this 128-wide policy (QeRL uses 1e-5 at 7B). The export in
+β = 0). On top of it this config turns on DAPO's dynamic sampling (`rollout.refill`, groups
+judged by correctness), which QeRL's TRL-based setup does not use [ours]. The learning
+rate is ours for this 128-wide policy (QeRL uses 1e-5 at 7B). The export in
 `policy/` has the adapters merged into full weights.
 
 Measured (experiments/precision.md, GRPO loss, 150 steps): 54.7% → 88.7% held-out accuracy,

@@ -190,6 +190,9 @@ def compile_only(
     sampler_logprobs=row(n, dtype=jnp.float32),
     rewards=row(dtype=jnp.float32),
   )
+  if config.rollout.temperature_policy.enabled:  # per-token temperatures and their densities
+    tau = row(n, dtype=jnp.float32)
+    batch = batch._replace(seqs=batch.seqs._replace(temperature=tau), temperature_logprobs=tau)
   if "update" in executables:
     results["update"] = _report(program.update.lower(state, batch, key).compile())
   if "sft_update" in executables:

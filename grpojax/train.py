@@ -29,7 +29,7 @@ from grpojax import models, precision, types
 from grpojax.parallel import host_data
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import rollout, setup, source, step
+from grpojax.rl import critic_warmup, curricula, pivots, rephrase, rollout, setup, source, step
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
 _RL_KEYS = (
@@ -45,26 +45,42 @@ _RL_KEYS = (
 )
 
 
-def optimizer(cfg: ml_collections.ConfigDict, total_steps: int, *, head_rate: float = 0.0):
+def optimizer(
+  cfg: ml_collections.ConfigDict,
+  total_steps: int,
+  *,
+  head_rate: float = 0.0,
+  critic_warmup_steps: int | None = None,
+):
   """Global-norm clipping then AdamW on a warmup + (constant | cosine) schedule.
 
   With `head_rate` > 0 the optimiser is partitioned: parameters under `heads/` take AdamW at
-  that peak rate (same schedule shape), the rest at `cfg.learning_rate`.
+  that peak rate (same schedule shape), the rest at `cfg.learning_rate`. With
+  `critic_warmup_steps` N (not None) it is the critic warm-up's optimiser (`rl.critic_warmup`:
+  the same partition, each part clipped apart, the decoder held still for the first N steps
+  while the heads train, its schedule spanning its own total_steps - N steps).
   """
 
-  def schedule(peak):
-    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+  def schedule(peak, total=total_steps):
+    warmup = min(cfg.warmup_steps, max(total - 1, 0))
     if cfg.schedule == "cosine":
       return optax.warmup_cosine_decay_schedule(
-        0.0, peak, warmup, max(total_steps, 1), end_value=peak * cfg.final_lr_fraction
+        0.0, peak, warmup, max(total, 1), end_value=peak * cfg.final_lr_fraction
       )
     return optax.join_schedules(
       [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)], [warmup]
     )
 
-  def adamw(peak):
-    return optax.adamw(schedule(peak), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  def adamw(peak, total=total_steps):
+    return optax.adamw(schedule(peak, total), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
 
+  if critic_warmup_steps is not None:  # VAPO's value pretraining inside the RL update
+    return critic_warmup.optimizer(
+      decoder=adamw(cfg.learning_rate, total_steps - critic_warmup_steps),
+      heads=adamw(head_rate or cfg.learning_rate),
+      grad_clip=cfg.grad_clip,
+      steps=critic_warmup_steps,
+    )
   clip = optax.clip_by_global_norm(cfg.grad_clip)
   if not head_rate:
     return optax.chain(clip, adamw(cfg.learning_rate))
@@ -105,6 +121,7 @@ class Program(NamedTuple):
     rl_opt_init: params -> a fresh RL optimiser state (after the warm start).
     source: the prompt source.
     use_reference: whether the state holds a reference policy.
+    score_prompts: (params, ids) -> `curricula.PromptScores` for a learned curriculum, or None.
   """
 
   run: setup.Run
@@ -119,6 +136,7 @@ class Program(NamedTuple):
   rl_opt_init: Any
   source: source.PromptSource
   use_reference: bool
+  score_prompts: Any = None
 
 
 def _state_shardings(layout, abstract: step.TrainState) -> step.TrainState:
@@ -177,10 +195,35 @@ def build(
   graphdef, params0 = nnx.split(run.model)
   trainable = trainable_filter(config)
   w, r = config.warm_start.steps, config.train.steps
-  rl_opt = optimizer(config.optim, r, head_rate=config.optim.head_learning_rate)
-  sft_opt = optimizer(config.warm_start, w)
+  warmup = config.train.critic_warmup_steps or None  # None: no critic warm-up
+  partitioned = config.optim.head_learning_rate > 0 or warmup is not None
+  rl_opt = optimizer(
+    config.optim,
+    r,
+    head_rate=config.optim.head_learning_rate,
+    critic_warmup_steps=warmup,
+  )
+  # The warm start's optimiser has the RL one's structure (the same partition, its own rates), so
+  # the state keeps one shape across the phases (its shardings, checkpoints, the dry run).
+  sft_opt = optimizer(
+    config.warm_start,
+    w,
+    head_rate=config.warm_start.learning_rate if partitioned else 0.0,
+    critic_warmup_steps=None if warmup is None else 0,
+  )
   use_ref = "ref_logprobs" in run.objective.requires
-  src = source.sequential()
+  has_log_z = run.model.heads is not None and run.model.heads.log_z is not None
+  src = curricula.from_config(
+    config, num_features=run.model.config.hidden_size, has_log_z=has_log_z
+  )
+  # A learned curriculum scores candidate prompts with the policy (curricula.make_scorer).
+  score_prompts = (
+    None if config.curriculum.name == "sequential" else curricula.make_scorer(run, graphdef, config)
+  )
+  branch = config.rollout.branch
+  # DEEP-GRPO: the pivot model's window is data-side state; K branch groups follow the P root ones.
+  pivot_window = pivots.init(branch.window) if branch.enabled else None
+  branch_groups = branch.max_pivots if branch.enabled else 0
   opt_init = lambda opt, params: opt.init(step.split_trainable(params, trainable)[0])
 
   def make_state(params) -> step.TrainState:
@@ -191,7 +234,7 @@ def build(
       opt_state=opt_init(sft_opt if w > 0 else rl_opt, params),
       objective_state=run.objective.init(),
       ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
-      data=source.DataState(source=src.init()),
+      data=source.DataState(source=src.init(), pivots=pivot_window),
     )
 
   abstract_state = jax.eval_shape(make_state, params0)
@@ -212,6 +255,7 @@ def build(
     microbatch_rows=tr.microbatch_rows,
     temperature=ro.temperature,
     seq_chunk=tr.logprob_chunk,
+    temperature_policy=rollout.temperature_policy(config),
   )
   micro_spec = jax.sharding.PartitionSpec(None, None, *layout.data.spec)
   micro_sharding = jax.sharding.NamedSharding(mesh, micro_spec)
@@ -233,12 +277,17 @@ def build(
     graphdef, sft_opt, seq_chunk=tr.logprob_chunk, trainable=trainable
   )
   rows = lambda n: layout.rows(n)
-  p, g = ro.prompts_per_step, ro.samples_per_prompt
+  b = (ro.prompts_per_step + branch_groups) * ro.samples_per_prompt
   batch_sh = step.Batch(
-    seqs=types.Sequences(rows(p * g), rows(p * g), rows(p * g)),
-    sampler_logprobs=rows(p * g),
-    rewards=rows(p * g),
+    seqs=types.Sequences(rows(b), rows(b), rows(b)),
+    sampler_logprobs=rows(b),
+    rewards=rows(b),
+    stream=rows(b) if branch.enabled else None,
   )
+  if update_cfg.temperature_policy is not None:  # per-token temperatures and their densities
+    batch_sh = batch_sh._replace(
+      seqs=batch_sh.seqs._replace(temperature=rows(b)), temperature_logprobs=rows(b)
+    )
   rep = layout.replicated
   return Program(
     run=run,
@@ -260,6 +309,7 @@ def build(
     rl_opt_init=jax.jit(lambda params: opt_init(rl_opt, params), out_shardings=sh.opt_state),
     source=src,
     use_reference=use_ref,
+    score_prompts=score_prompts,
   )
 
 
@@ -286,23 +336,39 @@ def _rl_step(program: Program, config, state: step.TrainState, key, rl_step: int
   """One RL step: rollout (with the group edit) then the update. Returns (state, logs, finite)."""
   t0 = time.perf_counter()
   sampler_params = _sampler_params(program, config, state.params, rl_step, key)
+  params = state.params
+  scorer = (
+    None if program.score_prompts is None else (lambda ids: program.score_prompts(params, ids))
+  )
   ro = rollout.sample_groups(
     program.run,
     program.layout,
     program.sampler,
     sampler_params,
     config,
-    program.source,
+    curricula.bind(program.source, scorer),
     state.data,
     jax.random.fold_in(key, 0),
     rollout.group_edit(config),
   )
+  if config.rollout.rephrase.enabled:  # RePO: verified restatements replace hard groups' worst rows
+    rephrase_key = jax.random.fold_in(key, 2**31 - 1)  # no micro-batch of the update uses it
+    ro = rephrase.inject(
+      program.run, program.layout, program.sampler, sampler_params, config, ro, rephrase_key
+    )
+  if config.rollout.branch.enabled:  # DEEP-GRPO: failed chains branch at a pivot
+    branch_key = jax.random.fold_in(key, 2**31 - 2)  # no micro-batch of the update uses it
+    ro = pivots.extend(
+      program.run, program.layout, program.sampler, sampler_params, config, ro, branch_key
+    )
+  source_logs = curricula.metrics(ro.data.source)  # read before the update donates it
   del sampler_params
   t1 = time.perf_counter()
   state, metrics = program.update(state._replace(data=ro.data), ro.batch, key)
   nonfinite = float(metrics["update/nonfinite"])  # waits for the update
   t2 = time.perf_counter()
   logs = dict(ro.metrics)
+  logs.update(source_logs)
   logs.update({k: float(v) for k, v in metrics.items()})
   logs["time/sample_s"], logs["time/learn_s"] = t1 - t0, t2 - t1
   tokens = float(np.sum(host_data.to_numpy(ro.batch.seqs.completion_mask)))

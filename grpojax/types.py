@@ -42,6 +42,8 @@ class PolicyOutputs(NamedTuple):
     values: value-head outputs V(s_t) [B, N] (the state before completion token t), or None.
     log_z: log-Z-head output log Z_φ(x) [B] (pooled over the prompt), or None.
     temperature: temperature-head outputs [B, N], or None.
+    prompt_logprobs: log π_θ of each prompt token given the tokens before it [B, Tp] (0 at the
+      first real prompt token and on padding), or None when not computed.
   """
 
   logprobs: Array
@@ -49,6 +51,7 @@ class PolicyOutputs(NamedTuple):
   values: Array | None = None
   log_z: Array | None = None
   temperature: Array | None = None
+  prompt_logprobs: Array | None = None
 
 
 def path_to_str(path) -> str:

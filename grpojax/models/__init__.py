@@ -10,7 +10,7 @@ from grpojax.models.hf_checkpoint import (
   from_pretrained,
   save_pretrained,
 )
-from grpojax.models.policy_outputs import policy_outputs, split_and_score
+from grpojax.models.policy_outputs import policy_outputs, prompt_token_mask, split_and_score
 from grpojax.models.transformer import REMAT_POLICIES, Decoder, DecoderOutput, init_cache
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
   "policy_graphdef",
   "policy_outputs",
   "save_pretrained",
+  "prompt_token_mask",
   "split_and_score",
 ]

@@ -27,6 +27,7 @@ def policy_outputs(
   compute_entropy: bool = True,
   seq_chunk: int = 1024,
   vocab_chunk: int | None = None,
+  compute_prompt_logprobs: bool = False,
 ) -> types.PolicyOutputs:
   """Per-token log-probs, entropy and head outputs of the completion tokens under `model`.
 
@@ -39,6 +40,9 @@ def policy_outputs(
     compute_entropy: also return the per-token entropy.
     seq_chunk, vocab_chunk: chunking of the unembedding (see
       `logprobs.token_logprobs_and_entropy`).
+    compute_prompt_logprobs: also score the prompt tokens, each from the hidden state before
+      it, at `temperature` (ProGRPO's prompt confidence c(q)); the same forward pass, one more
+      pass through the chunked unembedding over the Tp - 1 prompt positions.
 
   Returns:
     `types.PolicyOutputs`: logprobs and entropy [B, N] (float32); values [B, N], log_z [B] and
@@ -69,16 +73,44 @@ def policy_outputs(
     vocab_chunk=vocab_chunk,
     compute_entropy=compute_entropy,
   )
+  prompt_logp = None
+  if compute_prompt_logprobs:
+    prompt_logp = _prompt_logprobs(model, out.hidden, seqs.tokens, mask, tp, temperature)
   heads = model.heads
   if heads is None:
-    return types.PolicyOutputs(logprobs=logp, entropy=ent)
+    return types.PolicyOutputs(logprobs=logp, entropy=ent, prompt_logprobs=prompt_logp)
   return types.PolicyOutputs(
     logprobs=logp,
     entropy=ent,
+    prompt_logprobs=prompt_logp,
     values=None if heads.value is None else heads.value(hidden_bnd),
     log_z=None if heads.log_z is None else heads.log_z(out.hidden[:, :tp], mask[:, :tp]),
     temperature=None if heads.temperature is None else heads.temperature(hidden_bnd),
   )
+
+
+def prompt_token_mask(attn_mask, tp: int):
+  """[B, Tp] 1 on prompt tokens that have a real token before them (the ones scored)."""
+  prompt = attn_mask[:, :tp] > 0
+  before = jnp.pad(prompt[:, :-1], ((0, 0), (1, 0)))
+  return (prompt & before).astype(jnp.int32)
+
+
+def _prompt_logprobs(model, hidden_bld, tokens_bl, attn_mask, tp: int, temperature):
+  """log π(prompt token p | tokens < p) [B, Tp]: position p from hidden state p - 1; 0 where
+  `prompt_token_mask` is 0."""
+  if tp < 2:
+    return jnp.zeros(tokens_bl.shape[:1] + (tp,), jnp.float32)
+  head_dtype = model.logits_dtype
+  logp, _ = logprobs_lib.token_logprobs_and_entropy(
+    hidden_bld[:, : tp - 1].astype(head_dtype),
+    model.unembedding().astype(head_dtype),
+    tokens_bl[:, 1:tp],
+    temperature=temperature,
+    compute_entropy=False,
+  )
+  logp = jnp.pad(logp, ((0, 0), (1, 0)))
+  return jnp.where(prompt_token_mask(attn_mask, tp) > 0, logp, 0.0)
 
 
 def split_and_score(graphdef, params, seqs: types.Sequences, **kwargs) -> types.PolicyOutputs:

@@ -60,7 +60,10 @@ Array = jax.Array
     "values",
     "log_z",
     "temperature",
+    "temperature_logprobs",
+    "sampler_temperature_logprobs",
     "rewards",
+    "stream",
     "key",
   ),
   meta_fields=(),
@@ -81,7 +84,12 @@ class LossInputs:
     entropy: full-vocabulary entropy H_t [B, T].
     values: value-head outputs [B, T]; log_z: log-Z-head output [B]; temperature:
       temperature-head outputs [B, T].
+    temperature_logprobs: log p_φ(τ_t) [B, T] of the temperature each token was sampled at,
+      under the current temperature head (IntroLLM; differentiable).
+    sampler_temperature_logprobs: the same log-densities as the sampler recorded them [B, T].
     rewards: scalar rewards [B].
+    stream: [B] int32 row kind: 0 for rows sampled from the prompt, 1 for rows branched from a
+      pivot of another row (DEEP-GRPO's branch stream); None: all 0.
     key: PRNG key for transforms that draw at random (Clip-Cov).
   """
 
@@ -95,16 +103,25 @@ class LossInputs:
   values: Array | None = None
   log_z: Array | None = None
   temperature: Array | None = None
+  temperature_logprobs: Array | None = None
+  sampler_temperature_logprobs: Array | None = None
   rewards: Array | None = None
+  stream: Array | None = None
   key: Array | None = None
 
 
 # Names a transform may list in `requires`; "old_logprobs" in an advantage transform means the
 # old log-probs are needed before the update (so the trainer scores the rollout first).
 INPUTS = tuple(f.name for f in dataclasses.fields(LossInputs))
-_PER_TOKEN = ("old_logprobs", "sampler_logprobs", "ref_logprobs", "advantages")
+_PER_TOKEN = (
+  "old_logprobs",
+  "sampler_logprobs",
+  "ref_logprobs",
+  "advantages",
+  "sampler_temperature_logprobs",
+)
 # Differentiable per-token inputs besides the log-probs (the entropy bonus, the heads).
-_DIFFERENTIABLE_PER_TOKEN = ("entropy", "values", "temperature")
+_DIFFERENTIABLE_PER_TOKEN = ("entropy", "values", "temperature", "temperature_logprobs")
 
 
 class GroupInputs(NamedTuple):
@@ -115,12 +132,21 @@ class GroupInputs(NamedTuple):
     mask: [B, T] 0/1 response mask.
     old_logprobs: [B, T] behaviour-policy log-probs, or None.
     values: [B, T] value-head outputs of the behaviour policy, or None.
+    sampler_logprobs: [B, T] the sampler's log-probs, or None.
+    grad_sq_norms: [B] ‖∇_θ Σ_t log π_θ(y_t)‖² per row, or None (VCPO's optimal baseline; the
+      update computes them only for an advantage transform that requires them).
+    prompt_logprobs: [B, Tp] log-probs of the prompt tokens under the behaviour policy (from the
+      pre-update forward pass; ProGRPO's c(q)), or None; prompt_mask: [B, Tp] the scored ones.
   """
 
   valid_pg: Array | None = None
   mask: Array | None = None
   old_logprobs: Array | None = None
   values: Array | None = None
+  sampler_logprobs: Array | None = None
+  grad_sq_norms: Array | None = None
+  prompt_logprobs: Array | None = None
+  prompt_mask: Array | None = None
 
 
 class Terms(NamedTuple):
@@ -297,6 +323,7 @@ def _sanitized(inputs: LossInputs) -> tuple[LossInputs, Array]:
     fields[name] = clean(name, getattr(inputs, name), valid, True)
   fields["log_z"] = clean("log_z", inputs.log_z, row_valid, True)
   fields["rewards"] = clean("rewards", inputs.rewards, row_valid, False)
+  fields["stream"] = inputs.stream
   fields["mask"] = valid.astype(jnp.float32)
   fields["key"] = inputs.key
   return LossInputs(**fields), valid
@@ -313,7 +340,7 @@ def _check_inputs(inputs: LossInputs, requires) -> None:
       raise ValueError(
         f"inputs.{name} has shape {jnp.shape(array)}, but inputs.logprobs has shape {shape}."
       )
-  for name in ("log_z", "rewards"):
+  for name in ("log_z", "rewards", "stream"):
     array = getattr(inputs, name)
     if array is not None and jnp.shape(array) != shape[:1]:
       raise ValueError(
@@ -331,21 +358,30 @@ class Objective(NamedTuple):
     advantage: GroupTransform from rewards [P, G] to advantages.
     terms: LossTransform chain over per-token `Terms`.
     aggregate: (loss_bt, mask_bt) -> (loss_sum, denominator), see `aggregation`.
+    lr_scaling: None, or an `LRScaling` (`vcpo.ess_lr_scaling`): per optimiser step, sums
+      observed on each micro-batch's forward pass give a scale of that step's update.
   """
 
   advantage: GroupTransform
   terms: LossTransform
   aggregate: Callable[[Array, Array], tuple[Array, Array]]
+  lr_scaling: Any = None
 
   @property
   def requires(self) -> frozenset:
-    """Inputs of the loss chain, plus "old_logprobs" if the advantages need them."""
-    return self.terms.requires | (self.advantage.requires & {"old_logprobs"})
+    """Inputs of the loss chain, plus "old_logprobs" / "values" if the advantages need them."""
+    return self.terms.requires | (self.advantage.requires & {"old_logprobs", "values"})
 
   @property
   def advantages_need_old_logprobs(self) -> bool:
     """Whether the advantages read the behaviour policy's log-probs (scored before updating)."""
     return "old_logprobs" in self.advantage.requires
+
+  @property
+  def advantages_need_values(self) -> bool:
+    """Whether the advantages read the behaviour policy's value-head outputs (VAPO's GAE): the
+    trainer then scores the rollout, heads included, before updating."""
+    return "values" in self.advantage.requires
 
   def init(self) -> ObjectiveState:
     return ObjectiveState(advantage=self.advantage.init(), loss=self.terms.init())

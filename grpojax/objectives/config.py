@@ -217,7 +217,15 @@ def probe(objective: base.Objective, *, group_size: int = 8) -> None:
   rows = prompts * group_size
   ones = jnp.ones((rows, tokens), jnp.float32)
   state = objective.init()
-  group = base.GroupInputs(mask=ones, old_logprobs=-ones, values=ones)
+  group = base.GroupInputs(
+    mask=ones,
+    old_logprobs=-ones,
+    values=ones,
+    sampler_logprobs=-ones,
+    grad_sq_norms=jnp.ones((rows,)),
+    prompt_logprobs=-ones,
+    prompt_mask=ones,
+  )
   adv, state = jax.eval_shape(
     objective.advantages, jnp.zeros((prompts, group_size), jnp.float32), state, group
   )
@@ -232,6 +240,8 @@ def probe(objective: base.Objective, *, group_size: int = 8) -> None:
     values=ones,
     log_z=jnp.zeros((rows,)),
     temperature=ones,
+    temperature_logprobs=-ones,
+    sampler_temperature_logprobs=-ones,
     rewards=jnp.zeros((rows,)),
     key=jax.random.key(0),
   )

@@ -1,5 +1,6 @@
-"""Token-level advantages with a critic: GAE with separate policy / critic λ, and VAPO's
-length-adaptive λ (arXiv 2504.05118).
+"""Token-level advantages with a critic: GAE with separate policy / critic λ, VAPO's
+length-adaptive λ (arXiv 2504.05118), the sparse terminal reward, its Monte-Carlo returns (the
+λ = 1 critic targets) and the explained variance of a critic.
 
 Shapes: B rows, T response tokens. Hyper-parameters are checked eagerly; a bad value raises
 ValueError naming the argument.
@@ -97,8 +98,8 @@ def vapo_length_adaptive_lambda(lengths_b, *, alpha: float = 0.05):
 
     lambda(l) = 1 - 1 / (alpha * l), clipped to [0, 1]
 
-  The clip is ours: for l <= 1/alpha (20 tokens at alpha = 0.05) the formula is <= 0 and we use
-  lambda = 0 (one-step TD); l <= 0 also gives 0.
+  This equals NeMo-RL's clamp(1 - 1/clamp(alpha * l, min=1), 0, 1): for l <= 1/alpha (20 tokens
+  at alpha = 0.05) the formula is <= 0 and lambda = 0 (one-step TD); l <= 0 also gives 0.
 
   Args:
     lengths_b: [B] response lengths l (token counts).
@@ -111,3 +112,49 @@ def vapo_length_adaptive_lambda(lengths_b, *, alpha: float = 0.05):
   lengths = _as_float(lengths_b)
   lam = 1.0 - _safe_div(jnp.ones_like(lengths), alpha * lengths)
   return jnp.where(lengths > 0, jnp.clip(lam, 0.0, 1.0), 0.0)
+
+
+def terminal_rewards(rewards_b, mask_bt):
+  """The sparse per-token reward: each row's reward on its last response token, 0 elsewhere
+  (rows without response tokens get 0 whatever their reward).
+
+  Args:
+    rewards_b: [B] scalar rewards.
+    mask_bt: [B, T] response mask.
+
+  Returns:
+    [B, T] float32.
+  """
+  valid = jnp.asarray(mask_bt) > 0
+  row_valid = jnp.any(valid, axis=-1)
+  rewards = jnp.where(row_valid, jnp.asarray(rewards_b, jnp.float32), 0.0)
+  positions = jnp.arange(valid.shape[-1])
+  last = jnp.max(jnp.where(valid, positions, -1), axis=-1, keepdims=True)
+  return jnp.where(positions == last, rewards[:, None], 0.0)
+
+
+def monte_carlo_returns(rewards_b, mask_bt, *, gamma: float = 1.0):
+  """G_t = Σ_{k≥t} γ^{k−t} r_k of the sparse terminal reward: the λ = 1 GAE target, which needs
+  no values. Counted over response tokens (an interior mask is skipped), so G_t = γ^n R with n
+  the response tokens after t; 0 off the mask. With γ = 1, G_t = R on every token."""
+  rewards_bt = terminal_rewards(rewards_b, mask_bt)
+  zeros = jnp.zeros_like(rewards_bt)
+  out = gae(rewards_bt, zeros, mask_bt, gamma=gamma, lambda_policy=1.0, lambda_critic=1.0)
+  return out.value_targets_bt
+
+
+def explained_variance(values_bt, returns_bt, mask_bt):
+  """1 − Var(G − V) / Var(G) over the masked tokens (population variances): 1 for a perfect
+  critic, 0 for one that predicts the mean, negative for worse; 0 when G does not vary."""
+  valid = jnp.asarray(mask_bt) > 0
+  values = jnp.where(valid, jnp.asarray(values_bt, jnp.float32), 0.0)
+  returns = jnp.where(valid, jnp.asarray(returns_bt, jnp.float32), 0.0)
+
+  def var(x):
+    mean = jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    sq = jnp.where(valid, jnp.square(x - mean), 0.0)
+    return jnp.sum(sq) / jnp.maximum(jnp.sum(valid), 1)
+
+  var_returns = var(returns)
+  ok = var_returns > 0
+  return jnp.where(ok, 1.0 - var(returns - values) / jnp.where(ok, var_returns, 1.0), 0.0)

@@ -14,10 +14,20 @@ chosen apart, in `objective.correction`, and chained in front of any recipe.
 """
 
 from grpojax.objectives import advantages as adv_lib
-from grpojax.objectives import aggregation, base, soft_surrogates, surrogates
+from grpojax.objectives import (
+  aggregation,
+  base,
+  branch_recipes,
+  distribution_losses,
+  soft_surrogates,
+  surrogates,
+)
+from grpojax.objectives import introllm as introllm_lib
 from grpojax.objectives import recipe_parts as parts
 from grpojax.objectives import selective_recipes as selective
 from grpojax.objectives import transforms as t
+from grpojax.objectives import vapo as vapo_lib
+from grpojax.objectives import vcpo as vcpo_lib
 
 INF = parts.INF
 
@@ -371,6 +381,76 @@ def pass_at_k(
   )
 
 
+def lad(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  eta: float = 0.25,
+  divergence: str = "js",
+  log_clip: float = 20.0,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """LAD (arXiv 2602.20132), experimental: the practical f-divergence objective of Lemma 3.2 /
+  Eq. 8, exp(A/η)·f((π_θ/π_old)/exp(A/η)), Jensen–Shannon f, 1/η = 4 [2ND: the authors' code as
+  ported], group z-score advantages, no clip, no KL [ours: per-token ratio, token-mean; see
+  `distribution_losses`]."""
+  surrogate = t.policy_loss(
+    distribution_losses.lad, eta=eta, divergence=divergence, log_clip=log_clip
+  )
+  return parts.objective(
+    parts.zscore(eps, ddof),
+    [surrogate],
+    aggregation.token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+
+
+def vcpo(
+  *,
+  eps: float = 1e-6,
+  ddof: int = 1,
+  is_threshold: float = 8.0,
+  base_ess_ratio: float = 1.0,
+  ess_scaling_rule: str = "sqrt",
+  optimal_baseline: bool = False,
+  norm_by_std: bool = True,
+  epsilon_low: float = 1.0,
+  epsilon_high: float = 1e9,
+  kl_coef: float = 0.0,
+  kl_kind: str = "k3",
+  entropy_coef: float = 0.0,
+) -> base.Objective:
+  """VCPO (arXiv 2602.17616; mit-han-lab/vcpo `vcpo_k=10.sh`): sequence-level rollout IS
+  min(π_old/π_samp, 8) on the policy term, the PPO clip effectively off (1.0 / 1e9),
+  seq-mean-token-mean, no KL, and each optimiser step's update scaled by
+  sqrt(min(1, ρ_ess/ρ_base)), ρ_base = 1 (see `objectives.vcpo`). `optimal_baseline` replaces
+  the group z-score by the off-policy optimal baseline (per-row gradient norms: about one extra
+  backward pass per row; off by default [ours])."""
+  if optimal_baseline:
+    advantage = vcpo_lib.optimal_baseline_transform(
+      is_threshold=is_threshold, norm_by_std=norm_by_std, eps=eps, ddof=ddof
+    )
+  else:
+    advantage = parts.zscore(eps, ddof)
+  correction = t.mismatch_correction(
+    mode="truncate", high=is_threshold, level="sequence", seq_ratio="product"
+  )
+  objective = parts.objective(
+    advantage,
+    [correction, parts.ppo_clip(epsilon_low, epsilon_high, INF)],
+    aggregation.seq_mean_token_mean,
+    kl_coef=kl_coef,
+    kl_kind=kl_kind,
+    entropy_coef=entropy_coef,
+  )
+  scaling = vcpo_lib.ess_lr_scaling(base_ess_ratio=base_ess_ratio, rule=ess_scaling_rule)
+  return objective._replace(lr_scaling=scaling)
+
+
 RECIPES = {
   fn.__name__: fn
   for fn in (
@@ -394,6 +474,11 @@ RECIPES = {
     rloo,
     reinforce_pp,
     pass_at_k,
+    lad,
+    vcpo,
+    branch_recipes.deep_grpo,
+    vapo_lib.vapo,
+    introllm_lib.introllm,
   )
 }
 

@@ -75,6 +75,7 @@ def flowrl_loss(
   ref_logprobs,
   beta=15.0,
   is_weight_clip=None,
+  is_weight_max=None,
 ):
   """FlowRL trajectory-balance loss (arXiv 2509.15207; official code).
 
@@ -88,8 +89,11 @@ def flowrl_loss(
   token SUM (both as in the official code). β = 15 is hard-coded there. The official code
   computes a clipped weight clip(w, 1 − ε, 1 + ε) but uses the UNCLIPPED one, while the paper
   describes the clipped one: `is_weight_clip=None` (default) follows the code,
-  `is_weight_clip=ε` (e.g. the PPO `clip_ratio` 0.2) the paper. The log-weight clamp at ±20 is
-  ours (numerical guard). `log_z` is differentiable (the Z head is trained through this loss).
+  `is_weight_clip=ε` (e.g. the PPO `clip_ratio` 0.2) the paper. `is_weight_max=M` caps the
+  weight from above only, w = min(w, M): a verl port of FlowRL clamps `imp_w_raw` at max=10
+  (`torch.clamp(w, max=10)`), which is `is_weight_max=10` (it is not a value of
+  `is_weight_clip`, whose band is symmetric around 1). The log-weight clamp at ±20 is ours
+  (numerical guard). `log_z` is differentiable (the Z head is trained through this loss).
 
   Args:
     logprobs: logπ_θ [B, T].
@@ -100,6 +104,7 @@ def flowrl_loss(
     ref_logprobs: logπ_ref [B, T].
     beta: reward scale β > 0.
     is_weight_clip: ε in [0, 1) to clip w to [1 − ε, 1 + ε], or None for no clip.
+    is_weight_max: M > 0 to cap w at M (after any `is_weight_clip`), or None for no cap.
 
   Returns:
     (loss_bt, metrics): metrics add `tb_residual_mean`, `tb_residual_abs_mean`,
@@ -110,6 +115,10 @@ def flowrl_loss(
   if is_weight_clip is not None:
     surrogates.check_hparam(
       where, "is_weight_clip", is_weight_clip, lambda v: 0 <= v < 1, "in [0, 1) or None"
+    )
+  if is_weight_max is not None:
+    surrogates.check_hparam(
+      where, "is_weight_max", is_weight_max, lambda v: 0 < v < float("inf"), "> 0 or None"
     )
   x = surrogates.prepare(where, logprobs, old_logprobs, advantages, mask, ref_logprobs=ref_logprobs)
   row_shape = jnp.shape(logprobs)[:-1]
@@ -136,6 +145,8 @@ def flowrl_loss(
   weight_b = jax.lax.stop_gradient(jnp.exp(log_w_b))
   if is_weight_clip is not None:
     weight_b = jnp.clip(weight_b, 1.0 - is_weight_clip, 1.0 + is_weight_clip)
+  if is_weight_max is not None:
+    weight_b = jnp.minimum(weight_b, is_weight_max)
   loss_bt = surrogates.broadcast_seq(weight_b * jnp.square(residual_b), x.valid)
   metrics = {
     "tb_residual_mean": masked.masked_mean(residual_b, row_valid_b),

@@ -59,25 +59,36 @@ def group_advantages(fn: Callable, **hparams) -> base.GroupTransform:
   return base.GroupTransform(init=base._no_state, update=update)
 
 
-def progrpo_advantages(**hparams) -> base.GroupTransform:
+def progrpo_advantages(*, prompt_confidence: bool = True, **hparams) -> base.GroupTransform:
   """ProGRPO's ARM advantages (arXiv 2602.05281), reading the behaviour policy's log-probs.
 
-  Because it reads them, the trainer scores the rollout with the pre-update policy first.
+  Because it reads them, the trainer scores the rollout with the pre-update policy first. With
+  `prompt_confidence`, c(q) is read from the prompt tokens' log-probs of that same forward pass
+  (`GroupInputs.prompt_logprobs`, one prompt per group: its first row's); without, c(q) falls
+  back to the group's mean answer confidence.
   """
 
   def update(rewards_pg, state, inputs):
+    prompt_ps = prompt_mask_ps = None
+    if prompt_confidence:
+      g = jnp.shape(rewards_pg)[1]  # rows are prompt-major: every G-th row starts a group
+      prompt_ps = jax.lax.stop_gradient(inputs.prompt_logprobs)[::g]
+      prompt_mask_ps = inputs.prompt_mask[::g]
     adv = advantages_lib.progrpo_arm_advantages(
       rewards_pg,
       jax.lax.stop_gradient(inputs.old_logprobs),
       inputs.mask,
       inputs.valid_pg,
+      prompt_ps,
+      prompt_mask_ps,
       **hparams,
     )
     return adv, state
 
-  return base.GroupTransform(
-    init=base._no_state, update=update, requires=frozenset({"old_logprobs", "mask"})
-  )
+  requires = {"old_logprobs", "mask"}
+  if prompt_confidence:
+    requires |= {"prompt_logprobs", "prompt_mask"}
+  return base.GroupTransform(init=base._no_state, update=update, requires=frozenset(requires))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ An edit sees the rewards of the generation batches made so far and may ask for m
 
   picks = edit(rewards, more)
 
-with `rewards` a list of [P, G] arrays (one per generation batch of P prompts), `more()`
-generating the next batch and returning its rewards, and `picks` the P groups of the training
+with `rewards` a list of [P, G] arrays (one per generation batch of P prompts): the signal the
+groups are judged by, `refill_signal` of the rewards and the correctness (by default the
+correctness, as DAPO and verl filter with `filter_groups.metric=acc`); `more()` generating the
+next batch and returning its signal, and `picks` the P groups of the training
 batch, each a `Pick(batch, group, trained)`; a group with `trained=False` only fills the batch
 (its loss mask is zero), so shapes never change. Edits are host-side Python: they decide which
 groups are sampled and kept, never arithmetic inside the update.
@@ -40,6 +42,21 @@ def keep_all() -> GroupEdit:
     return [Pick(0, i, True) for i in range(len(rewards[0]))]
 
   return edit
+
+
+REFILL_METRICS = ("acc", "reward")
+
+
+def refill_signal(rewards: np.ndarray, correct: np.ndarray, metric: str) -> np.ndarray:
+  """What group edits judge a group by: its correctness ("acc") or its shaped reward ("reward").
+
+  DAPO (arXiv 2503.14476) and verl keep or drop a group on accuracy: on the shaped reward
+  (correctness plus the overlong penalty) an all-wrong group whose lengths differ would survive,
+  and GRPO would then normalise a pure length signal.
+  """
+  if metric not in REFILL_METRICS:
+    raise ValueError(f"rollout.refill.metric must be one of {REFILL_METRICS}, got {metric!r}")
+  return np.asarray(correct if metric == "acc" else rewards, np.float32)
 
 
 def is_informative(rewards_g: np.ndarray) -> bool:

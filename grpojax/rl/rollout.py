@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grpojax import sampling, types
+from grpojax import models, sampling, types
 from grpojax.parallel import host_data
 from grpojax.rl import evaluation, group_edits, step
 from grpojax.tasks import shaping
@@ -27,12 +27,21 @@ class Rollout(NamedTuple):
     informative: [P] True for groups whose rewards are not all equal.
     data: the data state after the prompts this rollout read.
     metrics: generation-side metrics (reward, accuracy, lengths, refill counts).
+    example_ids: [P] the training-stream id of each group's example.
+    correct: [B] 1.0 where a row's completion is correct (the verifier's full reward).
+    trained: [P] False for groups kept only to fill the batch.
+    sampler_state: the sampler state of the batch's rows when they are the first generation
+      batch in order (what `rl.pivots` forks), else None.
   """
 
   batch: step.Batch
   informative: np.ndarray
   data: Any
   metrics: dict
+  example_ids: np.ndarray | None = None
+  correct: np.ndarray | None = None
+  trained: np.ndarray | None = None
+  sampler_state: Any = None
 
 
 class Sampler(NamedTuple):
@@ -43,10 +52,18 @@ class Sampler(NamedTuple):
     jitted: (num_samples, greedy) -> (prefill, decode), compiled on first use.
     sample: (params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False) ->
       `sampling.Completions`.
+    score: (params, seqs) -> [B, N] log-probs of `seqs`' completion tokens under the sampler's
+      policy at the rollout temperature (a teacher-forced forward, jitted).
+    sample_state: like `sample`, but the final `sampling.SamplerState` (caches included).
+    branch: (params, state, rows, at, key) -> `sampling.Completions`: `sampling.fork` of `state`
+      (its caches reused: no prefill), then decoding to the end (jitted).
   """
 
   jitted: Callable
   sample: Callable
+  score: Callable
+  sample_state: Callable | None = None
+  branch: Callable | None = None
 
 
 def sampling_method(config, *, greedy: bool = False) -> sampling.Method:
@@ -54,8 +71,27 @@ def sampling_method(config, *, greedy: bool = False) -> sampling.Method:
   ro = config.rollout
   if greedy:
     return sampling.Greedy()
+  head = temperature_policy(config)
+  if head is not None:
+    return head
   return sampling.Sample(
     temperature=ro.temperature, top_k=ro.top_k or None, top_p=ro.top_p, min_p=ro.min_p
+  )
+
+
+def temperature_policy(config) -> sampling.HeadTemperature | None:
+  """IntroLLM's head-driven per-token temperature (`rollout.temperature_policy`), or None."""
+  ro = config.rollout
+  tp = ro.temperature_policy
+  if not tp.enabled:
+    return None
+  return sampling.HeadTemperature(
+    tau_min=tp.tau_min,
+    tau_max=tp.tau_max,
+    concentration=tp.concentration,
+    top_k=ro.top_k or None,
+    top_p=ro.top_p,
+    min_p=ro.min_p,
   )
 
 
@@ -64,6 +100,10 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
   keep the sharding they arrive with)."""
   ro = config.rollout
   stop_ids = tuple(sorted(tokenizer.eos_ids))
+  # Branching forks rows after their root decode: the cache keeps room for a second one.
+  branch_cfg = ro.get("branch")
+  branching = bool(branch_cfg and branch_cfg.enabled)
+  cache_len = ro.max_prompt_len + 2 * ro.max_new_tokens if branching else None
 
   @functools.cache
   def jitted(num_samples: int, greedy: bool):
@@ -72,6 +112,7 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
       graphdef,
       num_samples=num_samples,
       max_new_tokens=ro.max_new_tokens,
+      cache_len=cache_len,
       pad_id=tokenizer.pad_id,
     )
     decode = functools.partial(
@@ -88,11 +129,42 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
     decode = jax.jit(decode, in_shardings=(param_shardings, None), donate_argnums=(1,))
     return prefill, decode
 
-  def sample(params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False):
+  def sample_state(params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False):
     prefill, decode = jitted(num_samples, greedy)
-    return sampling.completions(decode(params, prefill(params, prompt_tokens, prompt_mask, key)))
+    return decode(params, prefill(params, prompt_tokens, prompt_mask, key))
 
-  return Sampler(jitted=jitted, sample=sample)
+  def sample(params, prompt_tokens, prompt_mask, key, *, num_samples, greedy=False):
+    return sampling.completions(
+      sample_state(params, prompt_tokens, prompt_mask, key, num_samples=num_samples, greedy=greedy)
+    )
+
+  def branch(params, state, rows, at, key):
+    forked = sampling.fork(state, rows, at, key, pad_id=tokenizer.pad_id)
+    method = sampling_method(config)
+    out = sampling.decode(
+      graphdef, params, forked, method=method, stop_ids=stop_ids, pad_id=tokenizer.pad_id
+    )
+    return sampling.completions(out)
+
+  def score(params, seqs):
+    out = models.split_and_score(
+      graphdef,
+      params,
+      seqs,
+      temperature=ro.temperature,
+      compute_entropy=False,
+      seq_chunk=config.train.logprob_chunk,
+    )
+    return out.logprobs
+
+  shardings = {} if param_shardings is None else {"in_shardings": (param_shardings, None)}
+  return Sampler(
+    jitted=jitted,
+    sample=sample,
+    score=jax.jit(score, **shardings),
+    sample_state=sample_state,
+    branch=jax.jit(branch),
+  )
 
 
 def encode_prompts(run, examples, max_prompt_len: int, pad_id: int) -> tuple[np.ndarray, ...]:
@@ -122,12 +194,14 @@ class Generated(NamedTuple):
     rows: the global row ids this process holds.
     texts: the decoded completions of `rows`.
     examples: the example of each of `rows`.
+    state: the sampler state the completions were read from (caches included).
   """
 
   completions: Any
   rows: np.ndarray
   texts: list[str]
   examples: list[Any]
+  state: Any = None
 
 
 def _generate(
@@ -142,9 +216,10 @@ def _generate(
     run, [examples[int(i)] for i in prompt_rows], config.rollout.max_prompt_len, tok.pad_id
   )
   put = lambda x: host_data.from_rows(prompt_sharding, prompt_rows, x, num_prompts)
-  comp = sampler.sample(
+  state = sampler.sample_state(
     params, put(prompt_ids), put(prompt_mask), key, num_samples=num_samples, greedy=greedy
   )
+  comp = sampling.completions(state)
   b = num_prompts * num_samples
   row_sharding = layout.rows(b)
   comp = jax.tree.map(lambda x: jax.device_put(x, row_sharding), comp)
@@ -152,7 +227,7 @@ def _generate(
   texts = decode_completions(
     tok, host_data.local_rows(comp.tokens, rows), host_data.local_rows(comp.mask, rows)
   )
-  return Generated(comp, rows, texts, [examples[int(r) // num_samples] for r in rows])
+  return Generated(comp, rows, texts, [examples[int(r) // num_samples] for r in rows], state)
 
 
 def _gather_rows(layout, gen: Generated, values: np.ndarray) -> np.ndarray:
@@ -166,6 +241,7 @@ class _Batch(NamedTuple):
   rewards: np.ndarray  # [B], shaped
   correct: np.ndarray  # [B]
   lengths: np.ndarray  # [B]
+  ids: np.ndarray  # [P] training-stream ids
 
 
 def group_edit(config) -> group_edits.GroupEdit:
@@ -232,8 +308,8 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
     correct = _gather_rows(layout, gen, correct.astype(np.float32))
     source_state = source.observe(source_state, ids, rewards.reshape(p, g))
-    batches.append(_Batch(gen, rewards, correct, lengths))
-    return rewards.reshape(p, g)
+    batches.append(_Batch(gen, rewards, correct, lengths, ids))
+    return group_edits.refill_signal(rewards, correct, config.rollout.refill.metric).reshape(p, g)
 
   picks = edit([generate_batch()], generate_batch)
   if len(picks) != p:
@@ -241,7 +317,8 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
   row_sharding = layout.rows(p * g)
   order = np.concatenate([(pk.batch * p + pk.group) * g + np.arange(g) for pk in picks])
   comps = [bt.gen.completions for bt in batches]
-  if len(comps) == 1 and np.array_equal(order, np.arange(p * g)):
+  in_order = len(comps) == 1 and np.array_equal(order, np.arange(p * g))
+  if in_order:
     field = lambda name: getattr(comps[0], name)  # the common case: the first batch, in order
   else:
     index = layout.put_replicated(order.astype(np.int32))
@@ -257,6 +334,9 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     attn_mask=jnp.concatenate([field("prompt_mask"), field("token_mask")], axis=1),
     completion_mask=completion_mask * trained,
   )
+  head_driven = temperature_policy(config) is not None
+  if head_driven:  # the trainer scores every token at the temperature it was drawn at
+    seqs = seqs._replace(temperature=field("temperature"))
   all_rewards = np.concatenate([bt.rewards for bt in batches])
   rewards = all_rewards[order]
   informative = np.asarray([group_edits.is_informative(r) for r in rewards.reshape(p, g)])
@@ -275,8 +355,22 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     sampler_logprobs=field("sampling_logprobs"),
     rewards=layout.put_rows(rewards.astype(np.float32)),
   )
+  if head_driven:
+    batch = batch._replace(temperature_logprobs=field("temperature_logprobs"))
+    tau = host_data.to_numpy(first.gen.completions.temperature)
+    sampled = host_data.to_numpy(first.gen.completions.mask) > 0
+    metrics["temperature/mean"] = float(tau[sampled].mean()) if sampled.any() else 0.0
   data = data._replace(source=jax.tree.map(layout.put_replicated, source_state))
-  return Rollout(batch=batch, informative=informative, data=data, metrics=metrics)
+  return Rollout(
+    batch=batch,
+    informative=informative,
+    data=data,
+    metrics=metrics,
+    example_ids=np.asarray([batches[pk.batch].ids[pk.group] for pk in picks], np.int64),
+    correct=np.concatenate([bt.correct for bt in batches])[order],
+    trained=np.asarray([pk.trained for pk in picks], bool),
+    sampler_state=batches[0].gen.state if in_order else None,
+  )
 
 
 def sft_sequences(run, layout, config, ids: np.ndarray) -> types.Sequences:

@@ -19,6 +19,7 @@ import ml_collections
 from grpojax import models, objectives, precision, tasks
 from grpojax.models import char_tokenizer, tokenizers
 from grpojax.parallel import rules
+from grpojax.rl import group_edits, rephrase
 from grpojax.tasks import gsm8k
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -101,6 +102,28 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
   _require(
     ro.refill.max_generation_batches >= 1, "rollout.refill.max_generation_batches", "must be >= 1"
   )
+  _require(
+    ro.refill.metric in group_edits.REFILL_METRICS,
+    "rollout.refill.metric",
+    f"must be one of {group_edits.REFILL_METRICS}",
+  )
+  rp = ro.rephrase
+  _require(0 < rp.failure_rate <= 1, "rollout.rephrase.failure_rate", "must be in (0, 1]")
+  _require(
+    1 <= rp.num_replaced <= ro.samples_per_prompt,
+    "rollout.rephrase.num_replaced",
+    f"must be in [1, rollout.samples_per_prompt={ro.samples_per_prompt}]",
+  )
+  _require(rp.max_prompt_len >= 1, "rollout.rephrase.max_prompt_len", "must be >= 1")
+  _require(
+    not (rp.enabled and ro.temperature_policy.enabled),
+    "rollout.rephrase.enabled",
+    "injected rows have no per-token temperatures (rollout.temperature_policy)",
+  )
+  try:
+    rephrase.check_template(rp.template)
+  except ValueError as error:
+    raise ConfigError(f"config.rollout.rephrase.template: {error}") from None
   overlong = config.reward.overlong
   _require(overlong.max_len > 0, "reward.overlong.max_len", "must be > 0")
   _require(
@@ -109,13 +132,27 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     f"must lie in (0, max_len={overlong.max_len}]",
   )
   _require(overlong.penalty_factor >= 0, "reward.overlong.penalty_factor", "must be >= 0")
-  rows = ro.prompts_per_step * ro.samples_per_prompt
+  br = ro.branch
+  _require(br.max_pivots >= 1, "rollout.branch.max_pivots", "must be >= 1")
+  _require(br.tokens_per_node >= 1, "rollout.branch.tokens_per_node", "must be >= 1")
+  _require(br.position_bias >= 0, "rollout.branch.position_bias", "must be >= 0")
+  _require(br.window >= 1, "rollout.branch.window", "must be >= 1")
+  _require(
+    not (br.enabled and (ro.refill.enabled or ro.rephrase.enabled)),
+    "rollout.branch.enabled",
+    "branching forks the root rollout as sampled: it cannot follow rollout.refill or "
+    "rollout.rephrase",
+  )
+  # The batch: P root groups, then (when branching) K branch groups of G rows.
+  groups = ro.prompts_per_step + (br.max_pivots if br.enabled else 0)
+  rows = groups * ro.samples_per_prompt
   tr = config.train
   _require(tr.epochs >= 1, "train.epochs", "must be >= 1")
   _require(
-    tr.minibatches >= 1 and ro.prompts_per_step % tr.minibatches == 0,
+    tr.minibatches >= 1 and groups % tr.minibatches == 0,
     "train.minibatches",
-    f"must divide rollout.prompts_per_step ({ro.prompts_per_step})",
+    f"must divide the batch's {groups} groups (rollout.prompts_per_step"
+    + (" + rollout.branch.max_pivots)" if br.enabled else ")"),
   )
   mb_rows = rows // tr.minibatches
   _require(
@@ -180,7 +217,41 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     "precision.aqn.sigma_end",
     "must be in (0, precision.aqn.sigma_start]",
   )
-  return objectives.make(config.objective, group_size=ro.samples_per_prompt)
+  objective = objectives.make(config.objective, group_size=ro.samples_per_prompt)
+  warmup = tr.critic_warmup_steps
+  _require(
+    0 <= warmup < max(tr.steps, 1),
+    "train.critic_warmup_steps",
+    f"must be >= 0 and below train.steps ({tr.steps}), got {warmup}",
+  )
+  _require(
+    warmup == 0 or "values" in objective.requires,
+    "train.critic_warmup_steps",
+    f"a critic warm-up trains the value head, but objective {config.objective.recipe!r} has none",
+  )
+  _validate_temperature_policy(config, objective)
+  return objective
+
+
+def _validate_temperature_policy(config, objective) -> None:
+  """`rollout.temperature_policy` (IntroLLM's head-driven temperature) and the objective agree:
+  the sampler records the densities exactly when the objective trains on them."""
+  tp = config.rollout.temperature_policy
+  trains_head = "sampler_temperature_logprobs" in objective.requires
+  _require(
+    tp.enabled == trains_head,
+    "rollout.temperature_policy.enabled",
+    f"must be {trains_head} for objective {config.objective.recipe!r} (a head-driven temperature "
+    "needs an objective that trains the temperature head, such as 'introllm', and vice versa)",
+  )
+  if tp.enabled:
+    _require(tp.tau_min > 0, "rollout.temperature_policy.tau_min", "must be > 0")
+    _require(
+      tp.tau_max > tp.tau_min,
+      "rollout.temperature_policy.tau_max",
+      f"must be > rollout.temperature_policy.tau_min ({tp.tau_min})",
+    )
+    _require(tp.concentration > 0, "rollout.temperature_policy.concentration", "must be > 0")
 
 
 def check_mesh_divides(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
@@ -192,6 +263,9 @@ def check_mesh_divides(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   sizes = {
     "rollout.prompts_per_step * rollout.samples_per_prompt": ro.prompts_per_step
     * ro.samples_per_prompt,
+    "rollout.branch.max_pivots * rollout.samples_per_prompt": (
+      ro.branch.max_pivots * ro.samples_per_prompt if ro.branch.enabled else 0
+    ),
     "train.microbatch_rows": tr.microbatch_rows,
   }
   bad = {name: n for name, n in sizes.items() if n % shards}

@@ -52,7 +52,9 @@ def sequential() -> PromptSource:
 
 
 class DataState(NamedTuple):
-  """The data side of `TrainState`: the prompt source's state and a replay buffer's (or None)."""
+  """The data side of `TrainState`: the prompt source's state, a replay buffer's and DEEP-GRPO's
+  pivot window (`rl.pivots.PivotState`), each None when unused."""
 
   source: Any
   replay: Any = None
+  pivots: Any = None

@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 
 from grpojax import models, objectives, types
-from grpojax.objectives import aggregation, masked
+from grpojax.objectives import aggregation, gae, masked
 
 
 class TrainState(NamedTuple):
@@ -61,11 +61,17 @@ class Batch(NamedTuple):
     seqs: trainer rows; `completion_mask` is 0 on groups kept only to fill the batch.
     sampler_logprobs: [B, N] log-probs under the distribution the sampler drew from.
     rewards: [B] scalar rewards.
+    stream: [B] int32, 1 on rows branched from a pivot of another row (`rl.pivots`), 0 on rows
+      sampled from the prompt; None: all 0.
+    temperature_logprobs: [B, N] log-density of each token's temperature under the sampler's
+      temperature head (head-driven sampling, IntroLLM), or None.
   """
 
   seqs: types.Sequences
   sampler_logprobs: jax.Array
   rewards: jax.Array
+  stream: jax.Array | None = None
+  temperature_logprobs: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,9 @@ class UpdateConfig:
     temperature: the sampling temperature; the trainer scores at the same one.
     seq_chunk, vocab_chunk: chunking of the log-prob computation.
     max_tis_ratio: the cap reported by `mismatch/beyond_tis_frac`.
+    temperature_policy: None, or the `sampling.HeadTemperature` the rollouts were drawn with:
+      the update then re-evaluates each token's temperature log-density under the current
+      temperature head (`LossInputs.temperature_logprobs`).
   """
 
   group_size: int
@@ -90,6 +99,7 @@ class UpdateConfig:
   seq_chunk: int = 1024
   vocab_chunk: int | None = None
   max_tis_ratio: float = 2.0
+  temperature_policy: Any = None
 
 
 def split_trainable(params, trainable=nnx.Param):
@@ -99,8 +109,12 @@ def split_trainable(params, trainable=nnx.Param):
 
 def fuses_old_logprobs(objective: objectives.Objective, cfg: UpdateConfig) -> bool:
   """Whether the old log-probs come out of the update's own forward pass: exact when the policy
-  takes one optimiser step per rollout and the advantages do not need them first."""
-  return cfg.epochs * cfg.minibatches == 1 and not objective.advantages_need_old_logprobs
+  takes one optimiser step per rollout and the advantages need neither them nor the values first."""
+  return (
+    cfg.epochs * cfg.minibatches == 1
+    and not objective.advantages_need_old_logprobs
+    and not objective.advantages_need_values
+  )
 
 
 def mismatch_metrics(trainer_lp, sampler_lp, mask, *, tis_cap: float = 2.0):
@@ -141,13 +155,19 @@ def merge_metrics(metrics_k: dict, weights_k: jax.Array) -> dict:
   return out
 
 
-def _apply_gradients(optimizer, split, params, opt_state, grad_sum, denominator):
-  """One optimiser step on Σ grads / Σ denominators; a non-finite gradient changes nothing."""
+def _apply_gradients(optimizer, split, params, opt_state, grad_sum, denominator, scale=None):
+  """One optimiser step on Σ grads / Σ denominators; a non-finite gradient changes nothing.
+
+  `scale` (a scalar, e.g. VCPO's ESS learning-rate scale) multiplies the optimiser's update: the
+  step runs at `scale` times the learning rate, the optimiser's moments see the full gradient.
+  """
   grads = jax.tree.map(lambda g: g / jnp.maximum(denominator, 1e-8), grad_sum)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm)
   train_params, frozen = split(params)
   updates, new_opt_state = optimizer.update(grads, opt_state, train_params)
+  if scale is not None:
+    updates = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
   new_params = nnx.merge_state(optax.apply_updates(train_params, updates), frozen)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   return keep(new_params, params), keep(new_opt_state, opt_state), grad_norm, finite
@@ -197,22 +217,64 @@ def build_update(
   fused = fuses_old_logprobs(objective, cfg)
   score_kw = dict(temperature=cfg.temperature, seq_chunk=cfg.seq_chunk, vocab_chunk=cfg.vocab_chunk)
   num_updates = cfg.epochs * cfg.minibatches
+  needs_prompt = "prompt_logprobs" in objective.advantage.requires
 
   def score_all(params, seqs, k):
-    """Old (or reference) log-probs and entropy of every row, micro-batch by micro-batch."""
+    """Old (or reference) log-probs, entropy, value-head outputs (None without a value head) and
+    prompt-token log-probs (None unless the advantages read them, as ProGRPO's c(q) does) of
+    every row, micro-batch by micro-batch."""
 
     def body(_, seqs_m):
-      out = models.split_and_score(graphdef, params, seqs_m, compute_entropy=True, **score_kw)
-      return None, (out.logprobs, out.entropy)
+      out = models.split_and_score(
+        graphdef,
+        params,
+        seqs_m,
+        compute_entropy=True,
+        compute_prompt_logprobs=needs_prompt,
+        **score_kw,
+      )
+      return None, (out.logprobs, out.entropy, out.values, out.prompt_logprobs)
 
-    _, (lp, ent) = jax.lax.scan(body, None, _micro(seqs, k, cfg.microbatch_rows, constrain))
-    return _rows(lp), _rows(ent)
+    _, (lp, ent, values, prompt_lp) = jax.lax.scan(
+      body, None, _micro(seqs, k, cfg.microbatch_rows, constrain)
+    )
+    return _rows(lp), _rows(ent), _rows(values), _rows(prompt_lp)
+
+  def row_grad_sq_norms(params, seqs):
+    """‖∇_θ Σ_t log π_θ(y_t)‖² of every row over the trainable parameters [B] (VCPO's optimal
+    baseline): one backward pass per row, `microbatch_rows` rows at a time under `vmap`."""
+    train_params, frozen = split(params)
+
+    def one(seqs_row):
+      rows1 = jax.tree.map(lambda x: x[None], seqs_row)
+
+      def total(p):
+        out = models.split_and_score(
+          graphdef, nnx.merge_state(p, frozen), rows1, compute_entropy=False, **score_kw
+        )
+        return masked.masked_sum(out.logprobs, rows1.completion_mask > 0)
+
+      g = jax.grad(total)(train_params)
+      return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(g))
+
+    return jax.lax.map(one, seqs, batch_size=cfg.microbatch_rows)
+
+  def lr_zeros(mask_m):
+    """Zero observations of the objective's learning-rate scaling (None without one)."""
+    if objective.lr_scaling is None:
+      return None
+    like = jax.ShapeDtypeStruct(mask_m.shape, jnp.float32)
+    out = jax.eval_shape(objective.lr_scaling.observe, like, like, like)
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out)
 
   def micro_loss(train_params, frozen, seqs_m, x_m, obj_state, key):
     policy = models.split_and_score(
       graphdef, nnx.merge_state(train_params, frozen), seqs_m, compute_entropy=True, **score_kw
     )
     old = jax.lax.stop_gradient(policy.logprobs) if fused else x_m["old"]
+    temperature_logprobs = None
+    if cfg.temperature_policy is not None:  # log p_φ(τ_t) of the sampled τ under the current head
+      temperature_logprobs = cfg.temperature_policy.log_prob(policy.temperature, seqs_m.temperature)
     inputs = objectives.LossInputs(
       logprobs=policy.logprobs,
       mask=seqs_m.completion_mask,
@@ -224,12 +286,20 @@ def build_update(
       values=policy.values,
       log_z=policy.log_z,
       temperature=policy.temperature,
+      temperature_logprobs=temperature_logprobs,
+      sampler_temperature_logprobs=x_m.get("tau_sampler"),
       rewards=x_m["rewards"],
+      stream=x_m.get("stream"),
       key=key,
     )
     loss_sum, denominator, metrics, obj_state = objective.loss(obj_state, inputs)
     entropy = jax.lax.stop_gradient(policy.entropy)
-    return loss_sum, (denominator, metrics, obj_state, old, entropy)
+    lr_obs = None
+    if objective.lr_scaling is not None:  # observed on this forward pass: the step's own policy
+      lr_obs = objective.lr_scaling.observe(
+        jax.lax.stop_gradient(policy.logprobs), x_m["sampler"], seqs_m.completion_mask
+      )
+    return loss_sum, (denominator, metrics, obj_state, old, entropy, lr_obs)
 
   grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -245,14 +315,32 @@ def build_update(
     mb_rows = rows // cfg.minibatches
     k_mb = mb_rows // cfg.microbatch_rows
     per_row = {"sampler": batch.sampler_logprobs, "rewards": batch.rewards}
-    old_lp = entropy = None
+    if batch.stream is not None:
+      per_row["stream"] = batch.stream
+    if batch.temperature_logprobs is not None:
+      per_row["tau_sampler"] = batch.temperature_logprobs
+    old_lp = entropy = old_values = prompt_lp = None
     if not fused:
-      old_lp, entropy = score_all(state.params, seqs, k_all)
+      old_lp, entropy, old_values, prompt_lp = score_all(state.params, seqs, k_all)
       per_row["old"] = old_lp
     if use_reference:
       per_row["ref"] = score_all(state.ref_params, seqs, k_all)[0]
     rewards_pg = batch.rewards.reshape(rows // cfg.group_size, cfg.group_size)
-    group_inputs = objectives.GroupInputs(mask=mask, old_logprobs=old_lp)
+    grad_sq_norms = None
+    if "grad_sq_norms" in objective.advantage.requires:
+      grad_sq_norms = row_grad_sq_norms(state.params, seqs)
+    prompt_mask = None
+    if prompt_lp is not None:
+      prompt_mask = models.prompt_token_mask(seqs.attn_mask, prompt_lp.shape[1])
+    group_inputs = objectives.GroupInputs(
+      mask=mask,
+      old_logprobs=old_lp,
+      values=old_values,
+      sampler_logprobs=batch.sampler_logprobs,
+      grad_sq_norms=grad_sq_norms,
+      prompt_logprobs=prompt_lp,
+      prompt_mask=prompt_mask,
+    )
     adv, obj_state = objective.advantages(rewards_pg, state.objective_state, group_inputs)
     per_row["adv"] = adv
 
@@ -269,31 +357,36 @@ def build_update(
       train_params, frozen = split(params)
 
       def micro_step(acc, xs):
-        grads, loss_sum, denominator, obj_state = acc
+        grads, loss_sum, denominator, obj_state, lr_acc = acc
         seqs_m, x_m, k = xs
         first_row = mb * mb_rows + k * cfg.microbatch_rows
         key_m = jax.random.fold_in(key, 1 + u * rows + first_row)
-        (ls, (dn, metrics, obj_state, old, ent)), g = grad_fn(
+        (ls, (dn, metrics, obj_state, old, ent, lr_obs)), g = grad_fn(
           train_params, frozen, seqs_m, x_m, obj_state, key_m
         )
         grads = jax.tree.map(jnp.add, grads, g)
+        lr_acc = jax.tree.map(jnp.add, lr_acc, lr_obs)
         weight = jnp.sum((seqs_m.completion_mask > 0).astype(jnp.float32))
-        return (grads, loss_sum + ls, denominator + dn, obj_state), (metrics, weight, old, ent)
+        acc = (grads, loss_sum + ls, denominator + dn, obj_state, lr_acc)
+        return acc, (metrics, weight, old, ent)
 
       zeros = jax.tree.map(jnp.zeros_like, train_params)
-      acc = (zeros, jnp.float32(0.0), jnp.float32(0.0), obj_state)
+      acc = (zeros, jnp.float32(0.0), jnp.float32(0.0), obj_state, lr_zeros(mask[:1]))
       micro_xs = (seqs_k, x_k, jnp.arange(k_mb))
       if k_mb == 1:
         acc, out = micro_step(acc, jax.tree.map(lambda x: x[0], micro_xs))
         out = jax.tree.map(lambda x: x[None], out)
       else:
         acc, out = jax.lax.scan(micro_step, acc, micro_xs)
-      grads, loss_sum, denominator, obj_state = acc
+      grads, loss_sum, denominator, obj_state, lr_acc = acc
+      scale, scale_metrics = None, {}
+      if objective.lr_scaling is not None:
+        scale, scale_metrics = objective.lr_scaling.scale(lr_acc)
       params, opt_state, grad_norm, finite = _apply_gradients(
-        optimizer, split, params, opt_state, grads, denominator
+        optimizer, split, params, opt_state, grads, denominator, scale
       )
       loss = aggregation.finalize(loss_sum, denominator)
-      step_out = (out, loss, grad_norm, finite)
+      step_out = (out, loss, grad_norm, finite, scale_metrics)
       return (params, opt_state, obj_state), step_out
 
     carry = (state.params, state.opt_state, obj_state)
@@ -303,14 +396,21 @@ def build_update(
     else:
       carry, outs = jax.lax.scan(optimizer_step, carry, jnp.arange(num_updates))
     params, opt_state, obj_state = carry
-    (metrics_uk, weights_uk, old_uk, ent_uk), losses, grad_norms, finite = outs
+    (metrics_uk, weights_uk, old_uk, ent_uk), losses, grad_norms, finite, scale_uk = outs
     if fused:  # one optimiser step: its forward pass gave the old log-probs and entropy
       old_lp, entropy = _rows(old_uk[0]), _rows(ent_uk[0])
     metrics = {f"objective/{k}": v for k, v in merge_metrics(metrics_uk, weights_uk).items()}
     metrics["loss"] = jnp.mean(losses)
     metrics["grad_norm"] = jnp.mean(grad_norms)
+    for name, values in scale_uk.items():  # the learning-rate scale: mean and min over steps
+      metrics[f"update/{name}"] = jnp.mean(values)
+      metrics[f"update/{name}_min"] = jnp.min(values)
     metrics["update/nonfinite"] = jnp.sum(~finite).astype(jnp.float32)
     metrics["entropy/mean"] = masked.masked_mean(entropy, mask > 0)
+    if old_values is not None:  # the critic before this step, on returns it has not trained on
+      returns = gae.monte_carlo_returns(batch.rewards, mask)
+      metrics["value/explained_variance"] = gae.explained_variance(old_values, returns, mask)
+      metrics["value/mean"] = masked.masked_mean(old_values, mask > 0)
     metrics.update(
       mismatch_metrics(old_lp, batch.sampler_logprobs, mask, tis_cap=cfg.max_tis_ratio)
     )

@@ -66,6 +66,7 @@ def fork(
     sampling_logprobs=clear(src.sampling_logprobs, 0),
     policy_logprobs=clear(src.policy_logprobs, 0),
     temperature=clear(src.temperature, 1),
+    temperature_logprobs=clear(src.temperature_logprobs, 0),
     done=jnp.zeros(rows.shape, bool),
     key=key,
     step=jnp.zeros((), jnp.int32),
@@ -130,6 +131,10 @@ def extend(graphdef, params, state: SamplerState, tokens_be: Array, mask_be: Arr
   hidden_b1d = jnp.take_along_axis(out.hidden, last_b[:, None, None], axis=1)
   logits_bv = jnp.where((fed_b > 0)[:, None], model.logits(hidden_b1d)[:, 0], state.logits)
   logits_bv = jnp.where(w + c <= s, logits_bv, jnp.nan)
+  head_b = state.head_temperature
+  if model.heads is not None and model.heads.temperature is not None:
+    # The temperature head's output next to the logits it goes with (head-driven sampling).
+    head_b = jnp.where(fed_b > 0, model.heads.temperature(hidden_b1d)[:, 0], head_b)
 
   rows_b1 = jnp.arange(b)[:, None]
   col_be = jnp.where(real_be, col_be, n)  # column n is out of range: the write is dropped
@@ -152,7 +157,9 @@ def extend(graphdef, params, state: SamplerState, tokens_be: Array, mask_be: Arr
     sampling_logprobs=put(state.sampling_logprobs, 0),
     policy_logprobs=put(state.policy_logprobs, 0),
     temperature=put(state.temperature, 1),
+    temperature_logprobs=put(state.temperature_logprobs, 0),
     done=state.done & (appended_b == 0),
     logits=logits_bv,
     logits_current=True,
+    head_temperature=head_b,
   )

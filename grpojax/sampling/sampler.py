@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from grpojax.models import transformer
-from grpojax.sampling import methods
+from grpojax.sampling import head_temperature, methods
 from grpojax.sampling import state as state_lib
 
 Array = jax.Array
@@ -144,7 +144,17 @@ def prefill(
     step=jnp.zeros((), jnp.int32),
     logits=per_sample(first_logits),
     logits_current=True,
+    temperature_logprobs=jnp.zeros((b, n), jnp.float32),
+    head_temperature=per_sample(temperature_head_output(model, out.hidden[:, -1:])[:, 0]),
   )
+
+
+def temperature_head_output(model, hidden_btd: Array) -> Array:
+  """The temperature head's raw output [B, T] on hidden states [B, T, D] (zeros without one)."""
+  heads = model.heads
+  if heads is None or heads.temperature is None:
+    return jnp.zeros(hidden_btd.shape[:2], jnp.float32)
+  return heads.temperature(hidden_btd)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "stop_ids", "pad_id"))
@@ -173,7 +183,8 @@ def decode(
   Args:
     graphdef, params: the policy, from `nnx.split`.
     state: a state from `prefill`, `decode`, `branching.extend` or `branching.fork`.
-    method: `methods.Greedy()` or a `methods.Sample`.
+    method: `methods.Greedy()`, a `methods.Sample` or a `head_temperature.HeadTemperature`
+      (each token at a temperature drawn from the temperature head; see that module).
     steps: the most sampling steps (each live row samples at most this many tokens; none when
       below 1); default N, enough to fill every buffer. Traced: a new value does not recompile.
     stop_ids: a row is done after sampling any of these.
@@ -198,11 +209,22 @@ def decode(
   def live(st):
     return ~st.done & (st.length < n)
 
-  def record(st, logits_bv, active=True):
-    """Samples each live row's next token from `logits_bv` and stores it at its length."""
+  head_driven = isinstance(method, head_temperature.HeadTemperature)
+  if head_driven and (model.heads is None or model.heads.temperature is None):
+    raise ValueError("HeadTemperature sampling needs a policy with a temperature head")
+
+  def record(st, logits_bv, head_b, active=True):
+    """Samples each live row's next token from `logits_bv` and stores it at its length; with a
+    head-driven method, first draws the row's temperature from the head's output `head_b`."""
     live_b = live(st) & active
-    m = method.at(st.length)
-    tok, samp_lp, pol_lp = methods.sample_token(logits_bv, jax.random.fold_in(st.key, st.step), m)
+    key = jax.random.fold_in(st.key, st.step)
+    tau_lp = jnp.zeros((b,), jnp.float32)
+    if head_driven:
+      tau_b, tau_lp = method.draw(head_b, jax.random.fold_in(key, 1))
+      m = method.token_method(tau_b)
+    else:
+      m = method.at(st.length)
+    tok, samp_lp, pol_lp = methods.sample_token(logits_bv, key, m)
     tok = jnp.where(live_b, tok, pad_id)
     # An elementwise select, not a scatter: it partitions along rows like the buffers do.
     write_bn = live_b[:, None] & (cols_n[None, :] == st.length[:, None])
@@ -218,6 +240,7 @@ def decode(
       sampling_logprobs=put(st.sampling_logprobs, samp_lp),
       policy_logprobs=put(st.policy_logprobs, pol_lp),
       temperature=put(st.temperature, methods.token_temperature(m, b)),
+      temperature_logprobs=put(st.temperature_logprobs, tau_lp),
       done=st.done | (live_b & is_stop(tok)),
       step=st.step + jnp.asarray(active, jnp.int32),
     )
@@ -238,14 +261,15 @@ def decode(
     st = dataclasses.replace(
       st, cache=out.cache, cache_mask=cache_mask, cache_index=w + 1, position=st.position + fed_b
     )
-    return st, model.logits(out.hidden)[:, 0]
+    head_b = temperature_head_output(model, out.hidden)[:, 0] if head_driven else None
+    return st, model.logits(out.hidden)[:, 0], head_b
 
   # Rows that sample in this call are pending at its end, the others keep their logits: the
   # [B, V] logits stay out of the loop carry.
   st = dataclasses.replace(state, logits=None)
   first = 0
   if state.logits_current:
-    st, first = record(st, state.logits, active=steps >= 1), 1
+    st, first = record(st, state.logits, state.head_temperature, active=steps >= 1), 1
 
   def cond(carry):
     i, st = carry
@@ -253,8 +277,8 @@ def decode(
 
   def body(carry):
     i, st = carry
-    st, logits_bv = feed(st)
-    return i + 1, record(st, logits_bv)
+    st, logits_bv, head_b = feed(st)
+    return i + 1, record(st, logits_bv, head_b)
 
   _, st = jax.lax.while_loop(cond, body, (jnp.asarray(first, jnp.int32), st))
   return dataclasses.replace(st, logits=state.logits, logits_current=False)

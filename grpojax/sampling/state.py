@@ -56,6 +56,11 @@ class SamplerState:
       decode loop, which keeps them out of its carry).
     logits_current: static; True when no row is pending (after `prefill` and `extend`), so
       `decode` samples before its first forward.
+    temperature_logprobs: [B, N] float32 log-density of each token's temperature under the
+      temperature head (`head_temperature.HeadTemperature`); 0 for other methods, appended
+      tokens and padding.
+    head_temperature: [B] float32 raw temperature-head output on the hidden state that gave
+      `logits` (valid where `logits` is); 0 when the policy has no temperature head.
   """
 
   cache: tuple
@@ -75,6 +80,8 @@ class SamplerState:
   step: Array
   logits: Array | None
   logits_current: bool = dataclasses.field(metadata=dict(static=True))
+  temperature_logprobs: Array | None = None
+  head_temperature: Array | None = None
 
 
 def prompt_length(state: SamplerState) -> Array:
@@ -111,6 +118,8 @@ class Completions(NamedTuple):
       is 0).
     token_mask: [B, N] 1 on every completion token, sampled or appended: with `prompt_mask`,
       the attention mask of the full rows.
+    temperature_logprobs: [B, N] log-density of each token's temperature under the temperature
+      head (head-driven sampling), else 0.
   """
 
   prompt_tokens: Array
@@ -122,6 +131,7 @@ class Completions(NamedTuple):
   finished: Array
   temperature: Array
   token_mask: Array
+  temperature_logprobs: Array | None = None
 
 
 def completions(state: SamplerState) -> Completions:
@@ -144,4 +154,5 @@ def completions(state: SamplerState) -> Completions:
     finished=state.done,
     temperature=state.temperature,
     token_mask=(jnp.arange(n)[None, :] < state.length[:, None]).astype(jnp.int32),
+    temperature_logprobs=state.temperature_logprobs,
   )

@@ -93,12 +93,31 @@ def _garbage(x, value):
   return np.where(_mask() > 0, x, value).astype(np.float32)
 
 
+def _values(data):
+  """Value-head outputs V_old (VAPO reads them): any finite numbers, garbage on padding."""
+  return _garbage(0.5 * data.entropy - 0.3, np.nan)
+
+
 def _group_inputs(data):
   return objectives.GroupInputs(
     valid_pg=jnp.asarray(data.valid_pg),
     mask=jnp.asarray(data.mask),
     old_logprobs=jnp.asarray(_garbage(data.old, 1e30)),
+    values=jnp.asarray(_values(data)),
+    sampler_logprobs=jnp.asarray(_garbage(data.sampler, 1e30)),
+    prompt_logprobs=jnp.asarray(_prompt_logprobs()),
+    prompt_mask=jnp.asarray(PROMPT_MASK),
   )
+
+
+# Prompt-token log-probs (ProGRPO's c(q) reads them): 3 positions, the first never scored, and
+# the same prompt on every row of a group.
+PROMPT_MASK = np.tile([[0.0, 1.0, 1.0]], (B, 1))
+
+
+def _prompt_logprobs():
+  per_prompt = -np.abs(np.random.default_rng(7).normal(size=(P, 3))) - 0.1
+  return np.where(PROMPT_MASK > 0, np.repeat(per_prompt, G, axis=0), 0.0).astype(np.float32)
 
 
 def _advantages(objective, data, state=None):
@@ -118,6 +137,11 @@ def _inputs(data, adv_bt, *, rows=slice(None), key=None):
     ref_logprobs=jnp.asarray(_garbage(data.ref, np.inf)),
     advantages=jnp.asarray(_garbage(np.asarray(adv_bt), np.nan)),
     entropy=jnp.asarray(_garbage(data.entropy, np.nan)),
+    values=jnp.asarray(_values(data)),
+    # IntroLLM's temperature head and the log-densities of the sampled temperatures.
+    temperature=jnp.asarray(_values(data)),
+    temperature_logprobs=jnp.asarray(_garbage(data.old + 0.3, np.nan)),
+    sampler_temperature_logprobs=jnp.asarray(_garbage(data.sampler + 0.3, np.inf)),
     log_z=jnp.asarray(np.where(LENGTHS > 0, data.log_z, np.nan).astype(np.float32)),
     rewards=jnp.asarray(data.rewards_pg.reshape(B)),
   )

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from grpojax import objectives
 from grpojax.objectives import aggregation, regression_losses
 from tests.objectives import contract
 
@@ -174,6 +175,26 @@ def test_flowrl_hand_worked():
     lp, old, adv, mask, log_z=log_z, ref_logprobs=ref, is_weight_clip=0.2
   )
   np.testing.assert_allclose(loss, [[0.3, 0.3]], rtol=1e-5)
+  # is_weight_max = 1.1 (a verl port caps at 10; same rule): w = min(1.221403, 1.1), L = 0.275.
+  loss, _ = regression_losses.flowrl_loss(
+    lp, old, adv, mask, log_z=log_z, ref_logprobs=ref, is_weight_max=1.1
+  )
+  np.testing.assert_allclose(loss, [[0.275, 0.275]], rtol=1e-5)
+  with pytest.raises(ValueError, match="is_weight_max"):
+    regression_losses.flowrl_loss(
+      lp, old, adv, mask, log_z=log_z, ref_logprobs=ref, is_weight_max=0
+    )
+
+
+def test_flowrl_recipe_log_reward_is_the_raw_reward():
+  # log_reward="reward": the group's rewards [1, 0] enter δ as they are, not z-scored.
+  config = objectives.default_config("flowrl")
+  config.log_reward = "reward"
+  raw = objectives.make(config, group_size=2)
+  inputs = objectives.GroupInputs(mask=jnp.ones((2, 3), jnp.float32))
+  adv, _ = raw.advantages(jnp.array([[1.0, 0.0]]), raw.init(), inputs)
+  # Every token of a row carries its reward (z-scored it would be ±0.707).
+  np.testing.assert_allclose(adv, [[1.0] * 3, [0.0] * 3])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,11 @@ def _inputs(seed):
     ref_logprobs=jnp.asarray(lp + 0.5 * rng.normal(size=(B, T)).astype(np.float32)),
     advantages=jnp.asarray(rng.normal(size=(B, T)).astype(np.float32)),
     entropy=jnp.asarray(np.abs(rng.normal(size=(B, T))).astype(np.float32)),
+    values=jnp.asarray(rng.normal(size=(B, T)).astype(np.float32)),
     log_z=jnp.asarray(rng.normal(size=B).astype(np.float32)),
+    temperature=jnp.asarray(rng.normal(size=(B, T)).astype(np.float32)),
+    temperature_logprobs=jnp.asarray(rng.normal(size=(B, T)).astype(np.float32)),
+    sampler_temperature_logprobs=jnp.asarray(rng.normal(size=(B, T)).astype(np.float32)),
     rewards=jnp.asarray(rng.random(B).astype(np.float32)),
     key=jax.random.key(seed),
   )
