@@ -23,6 +23,9 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       heldout_size=256,
       data_path="",
       heldout_path="",
+      # A data row whose prompt exceeds rollout.max_prompt_len fails preparation (file:line);
+      # True drops and counts such rows instead.
+      skip_long=False,
     )
   )
   # "" = the checkpoint's tokenizer, or the built-in character one for a random policy.
@@ -161,12 +164,16 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       logprob_chunk=1024,
       max_bad_steps=3,
       critic_warmup_steps=0,
+      # > 0: skip an update whose gradient norm exceeds this many times the median of the
+      # recent ones (grpojax/rl/spike_guard.py); skipped updates count towards max_bad_steps.
+      spike_guard=0.0,
     )
   )
   c.eval = ml_collections.ConfigDict(
     dict(every=50, num_prompts=256, batch_prompts=128, samples=8, pass_k=8)
   )
-  c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2))
+  # A save needs the newest checkpoint's size free on disk, and at least min_free_gb.
+  c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2, min_free_gb=0.0))
   # Numerics of the policy, read by the sampler and the trainer alike (grpojax.precision):
   # matmul default | fp8 | fp8_block for every decoder projection (Jet-RL's unified FP8 flow);
   # rollout_matmul "same", or another matmul for the sampler only (the naive FP8-rollout
@@ -194,8 +201,11 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
 
 
 def shrink_for_local(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A seconds-long smoke run of the same program (the `:local` argument)."""
-  c.warm_start.steps = 2
+  """A seconds-long smoke run of the same program (the `:local` argument).
+
+  Sizes shrink, the method does not: a recipe without a warm start keeps none.
+  """
+  c.warm_start.steps = min(c.warm_start.steps, 2)
   c.warm_start.batch_size = 8
   c.train.steps = 2
   c.train.microbatch_rows = 8

@@ -27,8 +27,11 @@ A checkpoint whose leaves do not match the restore target (a changed model or op
 caller error, not corruption: it raises `CheckpointMismatchError` and nothing is moved.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -52,6 +55,79 @@ class CheckpointMismatchError(ValueError):
 
 class CorruptCheckpointError(RuntimeError):
   """The checkpoint was read but its contents fail the manifest's checks."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another run holds the workdir's lock."""
+
+
+class DiskSpaceError(OSError):
+  """Too little free disk space to save a checkpoint."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def lock_workdir(workdir: str | os.PathLike):
+  """Holds an exclusive lock on `workdir` (flock on `<workdir>/.lock`) for the `with` block.
+
+  Two runs on one workdir would delete each other's checkpoints and write duplicate metric
+  rows; the second one stops here instead. The lock is the kernel's: it ends with the process,
+  however that ends, so a killed run never leaves the workdir locked.
+
+  Raises:
+    WorkdirLockedError: another process holds the lock (its pid is in the message).
+  """
+  path = os.path.join(os.fspath(workdir), LOCK_NAME)
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown"
+      raise WorkdirLockedError(
+        f"{os.fspath(workdir)} is in use by another run (pid {holder} holds {path}); wait for "
+        "it to finish or choose another --workdir"
+      ) from None
+    try:
+      f.truncate(0)
+      f.write(f"{os.getpid()}\n")
+      f.flush()
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _dir_bytes(path: str) -> int:
+  """Total size of the files under `path`."""
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      with contextlib.suppress(OSError):  # a file removed while we walk
+        total += os.path.getsize(os.path.join(root, name))
+  return total
+
+
+def _gib(n: int) -> str:
+  return f"{n / 2**30:.2f} GiB"
+
+
+def check_free_space(directory: str, needed_bytes: int, *, step: int) -> None:
+  """Raises DiskSpaceError unless `directory`'s file system has `needed_bytes` free.
+
+  Args:
+    directory: where the checkpoint would be written.
+    needed_bytes: the space the save needs.
+    step: the step being saved, for the message.
+  """
+  free = shutil.disk_usage(directory).free
+  if free < needed_bytes:
+    raise DiskSpaceError(
+      f"step {step}: not enough disk space to save a checkpoint in {directory}: "
+      f"{_gib(free)} free, {_gib(needed_bytes)} needed; free some space and rerun the same "
+      "command to resume from the last checkpoint"
+    )
 
 
 class Restored(NamedTuple):
@@ -183,6 +259,7 @@ class Checkpointer:
     max_to_keep: int | None = 3,
     save_interval_steps: int = 1,
     checksums: bool = True,
+    min_free_bytes: int = 0,
   ):
     """Opens (creating if needed) the checkpoint directory.
 
@@ -195,9 +272,15 @@ class Checkpointer:
       checksums: record a CRC-32 of every leaf on save and check it on restore. It costs a
         synchronous device-to-host copy and a pass over the bytes (about 1 s per GB); leaves
         that span other hosts are never checksummed.
+      min_free_bytes: `save` refuses to start (DiskSpaceError) unless the file system has free
+        at least this much and the size of the newest checkpoint (of this process's share of
+        the state when there is none yet): a save that runs out of space fails in the
+        background, long after its step.
     """
     self.directory = os.path.abspath(os.fspath(directory))
     self._checksums = checksums
+    self._min_free_bytes = int(min_free_bytes)
+    self._closed = False
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
@@ -218,8 +301,16 @@ class Checkpointer:
   def __enter__(self) -> "Checkpointer":
     return self
 
-  def __exit__(self, *exc_info) -> None:
-    self.close()
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+      return
+    # Leaving on an error: still wait for the save in flight, so it is committed rather than
+    # left as a tmp directory, but let the error that ends the run be the one reported.
+    try:
+      self.close()
+    except Exception as e:  # noqa: BLE001
+      logging.warning("A checkpoint save in flight failed too: %s: %s", type(e).__name__, e)
 
   def all_steps(self) -> list[int]:
     """Steps of the committed checkpoints, oldest first."""
@@ -243,10 +334,14 @@ class Checkpointer:
 
     Returns:
       Whether a save was started.
+
+    Raises:
+      DiskSpaceError: too little free space (see `min_free_bytes`); nothing was written.
     """
     step = int(step)
     if not force and not self._manager.should_save(step):
       return False
+    check_free_space(self.directory, self._space_needed(state), step=step)
     extra = json.loads(json.dumps(dict(extra_json or {})))
     manifest = _make_manifest(state, extra, checksums=self._checksums)
     return self._manager.save(
@@ -371,13 +466,28 @@ class Checkpointer:
       return restored
     return Restored(step=None, state=init_fn(), extra=dict(default_extra or {}))
 
+  def _space_needed(self, state: PyTree) -> int:
+    """Bytes a save of `state` needs: the newest checkpoint's size, or the state's."""
+    latest = self._manager.latest_step()
+    size = 0 if latest is None else _dir_bytes(os.path.join(self.directory, str(latest)))
+    if not size:  # no committed checkpoint yet
+      size = sum(
+        sum(s.data.nbytes for s in x.addressable_shards)
+        if isinstance(x, jax.Array)
+        else getattr(x, "nbytes", 0)
+        for x in jax.tree.leaves(_keys_to_data(state))
+      )
+    return max(size, self._min_free_bytes)
+
   def wait(self) -> None:
     """Blocks until every started save is committed."""
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and releases orbax's resources."""
-    self._manager.close()
+    """Waits for pending saves and releases orbax's resources (once; later calls do nothing)."""
+    if not self._closed:
+      self._closed = True
+      self._manager.close()
 
   def _set_aside(self, step: int) -> str:
     """Renames step directory `step` to a free `<step>.corrupt*` name; returns the new path."""

@@ -2,13 +2,19 @@
 
 Flags only: the run itself is `grpojax.train.train_and_evaluate(config, workdir)`. Re-running the
 same command resumes from the workdir's latest good checkpoint.
+
+Bad input fails fast, in one line: a missing config file, an override naming no field and a
+missing input path are reported (`grpojax.preflight`) before the trainer and its stack (flax,
+orbax, tfds, grain) are imported.
 """
 
-import jax
+import importlib
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from grpojax import train
+from grpojax import preflight
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
@@ -29,11 +35,50 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def _fail(message: str):
+  """Ends the program with one line on stderr (exit status 1)."""
+  sys.exit(f"error: {message}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one-line errors for a missing config file and unknown fields.
+
+  config_flags reports an override of a missing field as a long traceback ending in an escaped
+  KeyError, and a missing config file only when the config is first read; both are caught here.
+  """
+  message = preflight.config_file_error(argv)
+  if message:
+    _fail(message)
+  try:
+    args = app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    config = preflight.load_config(preflight.config_file_argument(argv))
+    message = preflight.first_unknown_override(config, argv)
+    if not message:
+      raise
+    _fail(message)
+  try:
+    FLAGS.config.keys()
+  except OSError as error:  # the file exists but failed to load (config_flags defers this)
+    _fail(f"--config: {' '.join(str(error).split())}")
+  return args
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  errors = preflight.input_path_errors(FLAGS.config, FLAGS.workdir)
+  if errors:
+    _fail("; ".join(errors))
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  # Imported only now, once the inputs are known to exist: the trainer's stack takes seconds to
+  # load (tens on a busy machine). importlib keeps the import at the point it is needed; main is
+  # the top layer, so this defers an import and hides no cycle.
+  jax = importlib.import_module("jax")
+  objectives = importlib.import_module("grpojax.objectives")
+  train = importlib.import_module("grpojax.train")
+  checkpoint = importlib.import_module("grpojax.checkpoint")
   if FLAGS.coordinator_address:
     jax.distributed.initialize(
       coordinator_address=FLAGS.coordinator_address,
@@ -42,8 +87,13 @@ def main(argv):
     )
   elif FLAGS.distributed:
     jax.distributed.initialize()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (train.setup.ConfigError, objectives.ConfigError) as error:  # they name the field
+    _fail(str(error))
+  except (checkpoint.WorkdirLockedError, checkpoint.DiskSpaceError) as error:  # say what to do
+    _fail(str(error))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

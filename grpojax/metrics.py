@@ -7,6 +7,7 @@ process only (`jax.process_index() == 0`).
 """
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from typing import Any
 
 import matplotlib.figure
 import numpy as np
-import tensorboardX
 import tqdm
 from absl import logging
 from matplotlib.backends import backend_agg
@@ -34,6 +34,23 @@ def _to_float(name: str, value: Any) -> float:
     return float(array.reshape(()))
   except (TypeError, ValueError) as e:
     raise ValueError(f"Metric {name!r} is not a scalar: {value!r}") from e
+
+
+def _tensorboardx():
+  """tensorboardX, imported on first use and without torch.
+
+  tensorboardX imports torch at module level only to accept torch tensors, which costs seconds
+  at every start wherever torch is installed; these scalars are floats. Unless something else
+  already loaded torch, it is hidden during that import (`import torch` then raises ImportError,
+  which tensorboardX expects) and visible again right after.
+  """
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None
+    try:
+      importlib.import_module("tensorboardX")
+    finally:
+      del sys.modules["torch"]
+  return importlib.import_module("tensorboardX")
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -118,7 +135,7 @@ class MetricWriter:
     # tensorboardX names event files by the second and opens them with "wb": without a unique
     # suffix, a writer reopened within the same second would erase the previous one's events.
     self._tb = (
-      tensorboardX.SummaryWriter(
+      _tensorboardx().SummaryWriter(
         logdir=self.workdir,
         purge_step=purge_step,
         flush_secs=30,
@@ -250,6 +267,38 @@ def progress(
   )
 
 
+def format_duration(seconds: float) -> str:
+  """`1h02m05s`, `3m07s` or `42s` (rounded to the second)."""
+  total = max(int(round(seconds)), 0)
+  hours, rest = divmod(total, 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def eta_line(done: int, total: int, *, since: int, elapsed_s: float) -> str:
+  """A progress line for logs where no progress bar shows (stderr not a terminal).
+
+  Args:
+    done: steps finished.
+    total: steps in the run.
+    since: the step this process started at (a resumed run's earlier steps took no time here).
+    elapsed_s: seconds since then.
+
+  Returns:
+    `progress: step 12/40 (30%), 0m24s elapsed, ETA 0m56s` (the ETA at this process's mean
+    step time so far).
+  """
+  ran = max(done - since, 1)
+  eta = elapsed_s / ran * max(total - done, 0)
+  percent = 100 * done // max(total, 1)
+  return (
+    f"progress: step {done}/{total} ({percent}%), {format_duration(elapsed_s)} elapsed, "
+    f"ETA {format_duration(eta)}"
+  )
+
+
 class Timer:
   """Accumulates wall-clock seconds per named phase.
 
@@ -298,6 +347,7 @@ def plot_curves(
   keys: Sequence[str],
   *,
   title: str | None = None,
+  markers: Mapping[str, float] | None = None,
 ) -> list[str]:
   """Draws one subplot per metric against step into a PNG, without a display.
 
@@ -308,6 +358,8 @@ def plot_curves(
     out_png: where to write the PNG (atomically: a temporary file, then a rename).
     keys: the metrics to draw, one subplot each, top to bottom.
     title: optional figure title.
+    markers: label -> step, drawn as a labelled vertical line on every subplot (the warm-start
+      -> RL boundary, for example).
 
   Returns:
     The keys that had data.
@@ -328,6 +380,11 @@ def plot_curves(
       plotted.append(key)
     else:
       ax.text(0.5, 0.5, f"no data for {key!r}", ha="center", va="center", transform=ax.transAxes)
+  for i, (label, at) in enumerate((markers or {}).items()):
+    for ax in axes:
+      ax.axvline(at, color=f"C{i + 1}", linestyle="--", linewidth=1.0, label=label)
+  if markers:
+    axes[0].legend(loc="best", fontsize="small")
   axes[-1].set_xlabel("step")
   if title:
     fig.suptitle(title)

@@ -11,7 +11,10 @@ the warm-start update, state initialisation, the sampler's copy of the parameter
 the compile-only dry run and the benchmarks all call it.
 """
 
+import contextlib
+import math
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -29,7 +32,17 @@ from grpojax import models, precision, types
 from grpojax.parallel import host_data
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import critic_warmup, curricula, pivots, rephrase, rollout, setup, source, step
+from grpojax.rl import (
+  critic_warmup,
+  curricula,
+  pivots,
+  rephrase,
+  rollout,
+  setup,
+  source,
+  spike_guard,
+  step,
+)
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
 _RL_KEYS = (
@@ -211,6 +224,9 @@ def build(
     head_rate=config.warm_start.learning_rate if partitioned else 0.0,
     critic_warmup_steps=None if warmup is None else 0,
   )
+  if config.train.spike_guard > 0:  # the same wrapper on both keeps one state shape
+    guard = lambda opt: spike_guard.spike_guard(opt, factor=config.train.spike_guard)
+    rl_opt, sft_opt = guard(rl_opt), guard(sft_opt)
   use_ref = "ref_logprobs" in run.objective.requires
   has_log_z = run.model.heads is not None and run.model.heads.log_z is not None
   src = curricula.from_config(
@@ -387,6 +403,31 @@ def _sft_step(program: Program, config, state: step.TrainState):
   return state, logs, logs.pop("update/nonfinite") == 0
 
 
+def _banner(config, workdir: str, model) -> str:
+  """What the run will do, before the first step: phases, recipe, model size, devices, workdir."""
+  n_params = sum(int(np.size(x)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  devices = jax.devices()
+  return (
+    f"run: {config.warm_start.steps} warm-start steps then {config.train.steps} RL steps, "
+    f"recipe {config.objective.recipe!r}, {n_params:,} parameters, {len(devices)} "
+    f"{devices[0].platform} device(s) in {jax.process_count()} process(es), workdir {workdir}"
+  )
+
+
+def _spikes_since(before: int | None, state: step.TrainState) -> int:
+  """Updates the spike guard skipped since it counted `before` (0 without a guard)."""
+  return 0 if before is None else spike_guard.spikes(state.opt_state) - before
+
+
+def _skip_reason(logs: dict[str, float], finite: bool, spike_factor: float) -> str:
+  """Why a step's update was skipped, naming only the offending metrics."""
+  if not finite:
+    bad = [f"{k}={v}" for k, v in logs.items() if not math.isfinite(v)]
+    return "non-finite " + (", ".join(bad) or "gradient")
+  norm = logs.get("grad_norm", logs.get("sft/grad_norm", float("nan")))
+  return f"gradient-norm spike (grad_norm={norm:.4g} > {spike_factor:g} x the recent median)"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) the configured run in `workdir`.
 
@@ -400,13 +441,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   setup.validate_config(config)
   mesh = mesh_lib.mesh_from_config(config.mesh)
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  if is_main and os.path.exists(os.path.join(workdir, checkpoint_lib.LOCK_NAME)):
+    with checkpoint_lib.lock_workdir(workdir):  # a run in progress: refuse before building
+      pass
+  # The workdir is made only once the config, the mesh, the policy and the data (prepared into
+  # workdir/data, which tfds creates itself) are known good: a failed start leaves no empty one.
   program = build(config, mesh, workdir=workdir)
+  os.makedirs(workdir, exist_ok=True)
+  # One run per workdir (a second would delete this one's checkpoints); on every way out, the
+  # checkpoint save in flight is finished first, never left half-written.
+  with checkpoint_lib.lock_workdir(workdir) if is_main else contextlib.nullcontext():
+    with checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      max_to_keep=config.checkpoint.max_to_keep,
+      min_free_bytes=int(config.checkpoint.min_free_gb * 2**30),
+    ) as ckpt:
+      return _train(config, workdir, mesh, program, ckpt, is_main)
+
+
+def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
+  """`train_and_evaluate` once started: resume, the loop, the final evaluation, the export."""
   run, layout = program.run, program.layout
   w, r = config.warm_start.steps, config.train.steps
-  ckpt = checkpoint_lib.Checkpointer(
-    os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
-  )
   params0 = nnx.state(run.model)
   target = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -421,6 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   del params0
   start = int(state.step)
   log = print if is_main else (lambda *a, **k: None)
+  log(_banner(config, workdir, run.model), flush=True)
   if start:
     log(f"resumed from step {start} in {workdir}", flush=True)
   writer = (
@@ -442,13 +499,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   if w == 0 and start == 0:
     warm_eval = evaluate("initial policy", 0)
+  # Without a progress bar (logs, CI, clusters), a progress line with the ETA every log_every.
+  show_eta = not sys.stderr.isatty()
+  t_start = time.perf_counter()
   for step_ in metrics_lib.progress(
     range(start, w + r), "train", enabled=None if is_main else False
   ):
     t0 = time.perf_counter()
     key = jax.random.fold_in(seed_key, step_)
+    spikes0 = spike_guard.spikes(state.opt_state)  # read before the update donates the state
     if step_ < w:  # supervised warm start on the task's reference solutions
       state, logs, finite = _sft_step(program, config, state)
+      spiked = _spikes_since(spikes0, state)
       if step_ + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
         state = state._replace(
           opt_state=program.rl_opt_init(state.params),
@@ -456,26 +518,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
     else:
       state, logs, finite = _rl_step(program, config, state, key, step_ - w)
+      spiked = _spikes_since(spikes0, state)
     logs["time/step_s"] = time.perf_counter() - t0
-    if finite:
+    if spikes0 is not None:
+      logs["update/spikes"] = float(spiked)
+    done = step_ + 1  # steps are named 1-based, in warnings as on the console
+    if finite and not spiked:
       bad_in_a_row = 0
     else:
       bad_in_a_row += 1
-      logging.warning(
-        "step %d: non-finite gradient, update skipped (%d in a row): %s", step_, bad_in_a_row, logs
-      )
+      reason = _skip_reason(logs, finite, config.train.spike_guard)
+      logging.warning("step %d: %s; update skipped (%d in a row)", done, reason, bad_in_a_row)
       if bad_in_a_row >= config.train.max_bad_steps:
         raise FloatingPointError(
-          f"step {step_}: {bad_in_a_row} consecutive non-finite "
-          f"gradients (train.max_bad_steps); last metrics: {logs}"
+          f"step {done}: {bad_in_a_row} updates in a row skipped (train.max_bad_steps), the "
+          f"last for {reason}"
         )
-    done = step_ + 1
     if done % config.log_every == 0 or done == w + r:
       writer.write_scalars(done, logs)
       keys = _SFT_KEYS if step_ < w else [k for k in _RL_KEYS if k in logs]
       log(metrics_lib.format_console_line(done, logs, keys=keys), flush=True)
+      if show_eta:
+        elapsed = time.perf_counter() - t_start
+        log(metrics_lib.eta_line(done, w + r, since=start, elapsed_s=elapsed), flush=True)
     if done == w:
       warm_eval = evaluate("after warm start", done)
+      if r:
+        log(f"--- warm start done at step {w}; RL steps {w + 1} to {w + r} ---", flush=True)
     elif done > w and (done - w) % config.eval.every == 0 and done != w + r:
       evaluate("during RL", done)
     if done % config.checkpoint.every == 0 or done == w + r:
@@ -488,7 +557,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   host_params = jax.tree.map(host_data.to_numpy, state.params)
   if is_main:  # LoRA adapters are merged into full weights (models.export_params)
     models.save_pretrained(
-      nnx.merge(program.graphdef, host_params), os.path.join(workdir, "policy"), overwrite=True
+      nnx.merge(program.graphdef, host_params),
+      os.path.join(workdir, "policy"),
+      overwrite=True,
+      extra_files=setup.export_files(config, run.tokenizer),  # served with its tokenizer
     )
     writer.flush()
     metrics_lib.plot_curves(
@@ -502,6 +574,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "entropy/mean",
         "response/length",
       ],
+      title=os.path.basename(os.path.normpath(workdir)),
+      markers={"RL starts": w} if 0 < w < w + r else None,
+    )
+    log(
+      f"wrote the policy to {os.path.join(workdir, 'policy')}, curves to "
+      f"{os.path.join(workdir, 'curves.png')}, metrics to {writer.history_path} and "
+      f"TensorBoard events to {workdir}",
+      flush=True,
     )
   writer.close()
   k = config.eval.pass_k

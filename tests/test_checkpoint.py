@@ -372,3 +372,57 @@ def test_leftover_tmp_dir_from_killed_save_is_ignored(ckpt_dir, caplog):
     state, extra = ckpt.restore(4, target=_target())
   _assert_bitwise_equal(state, _make_state(4))
   assert extra == _extra(4)
+
+
+def test_second_lock_on_a_workdir_is_refused(tmp_path):
+  with checkpoint.lock_workdir(tmp_path):
+    with pytest.raises(checkpoint.WorkdirLockedError, match=f"pid {os.getpid()} holds"):
+      with checkpoint.lock_workdir(tmp_path):
+        pass
+  with checkpoint.lock_workdir(tmp_path):  # released at the end of the first run
+    pass
+
+
+def test_save_refused_without_free_space_for_the_last_checkpoint(tmp_path, monkeypatch):
+  state = _build_state(1)
+  with checkpoint.Checkpointer(tmp_path / "ckpt") as ckpt:
+    ckpt.save(1, state, force=True)
+    ckpt.wait()
+    size = sum(
+      os.path.getsize(os.path.join(root, f))
+      for root, _, files in os.walk(tmp_path / "ckpt" / "1")
+      for f in files
+    )
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+      shutil, "disk_usage", lambda path: usage._replace(free=size - 1)
+    )  # one byte short of what the newest checkpoint took
+    with pytest.raises(checkpoint.DiskSpaceError, match=r"step 2: not enough disk space"):
+      ckpt.save(2, state, force=True)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=size))
+    assert ckpt.save(2, state, force=True)
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 2]
+  assert not glob.glob(str(tmp_path / "ckpt" / f"*{_TMP_SUFFIX}"))
+
+
+def test_first_save_and_minimum_free_space(tmp_path, monkeypatch):
+  usage = shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+  with checkpoint.Checkpointer(tmp_path / "a", min_free_bytes=11 * 2**20) as ckpt:
+    with pytest.raises(checkpoint.DiskSpaceError, match="0.01 GiB free, 0.01 GiB needed"):
+      ckpt.save(1, _build_state(1), force=True)
+    assert ckpt.all_steps() == []
+  # No checkpoint yet: the state's own bytes (about 50 KB here) must fit.
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
+  with checkpoint.Checkpointer(tmp_path / "b") as ckpt:
+    with pytest.raises(checkpoint.DiskSpaceError):
+      ckpt.save(1, _build_state(1), force=True)
+
+
+def test_leaving_on_an_error_waits_for_the_save_in_flight(tmp_path):
+  with pytest.raises(FloatingPointError):
+    with checkpoint.Checkpointer(tmp_path) as ckpt:
+      ckpt.save(1, _build_state(1), force=True)
+      raise FloatingPointError("diverged")
+  assert sorted(os.listdir(tmp_path)) == ["1"]  # committed, no tmp directory left

@@ -80,3 +80,7 @@ def test_gsm8k_recipe_runs_on_a_tiny_checkpoint(checkpoint_and_data, tmp_path, c
   # The trained policy is written back as a checkpoint the loader (and transformers) reads.
   reloaded = models.from_pretrained(os.path.join(str(tmp_path), "policy"))
   assert reloaded.config.vocab_size == models.load_config(ckpt).vocab_size
+  # It carries the source checkpoint's tokenizer files, chat template included.
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    with open(os.path.join(ckpt, name)) as src, open(os.path.join(tmp_path, "policy", name)) as out:
+      assert out.read() == src.read()

@@ -1,7 +1,7 @@
 """Imports run one way, leaf to root, and none hides in a function body.
 
-  types -> parallel, precision, tasks, checkpoint, metrics -> models -> sampling -> objectives
-        -> rl -> train, dry_run, main
+  types, preflight -> parallel, precision, tasks, checkpoint, metrics -> models -> sampling
+        -> objectives -> rl -> train, dry_run, main
 
 A module may import grpojax modules of a strictly lower layer, or of its own package. An import
 of grpojax inside a function (the usual way to dodge a cycle) fails too.
@@ -16,6 +16,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "grpojax"
 
 LAYERS = {
   "types": 0,
+  "preflight": 0,
   "parallel": 1,
   "precision": 1,
   "tasks": 1,

@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import struct
+import subprocess
+import sys
 import time
 
 import jax.numpy as jnp
@@ -60,6 +62,30 @@ def test_tensorboard_events_read_back(tmp_path):
   events = _scalar_events(tmp_path)
   # 0.5, 0.25 and 0.125 are exact in float32, the proto's simple_value type.
   assert sorted(events) == [("loss", 1, 0.5), ("loss", 2, 0.125), ("reward/mean", 1, 0.25)]
+
+
+def test_no_torch_is_imported_for_metrics(tmp_path):
+  """tensorboardX probes for torch at import, seconds at every start where torch is installed:
+  `grpojax.metrics` loads tensorboardX only for a writer, and keeps torch out of it."""
+  code = (
+    "import importlib.util, sys\n"
+    "from grpojax import metrics\n"
+    "names = {'tensorboardX', 'torch'}\n"
+    "print(sorted(names & set(sys.modules)))\n"
+    f"with metrics.MetricWriter({str(tmp_path)!r}) as w:\n"
+    "  w.write_scalars(1, {'loss': 0.5})\n"
+    "print(sorted(names & set(sys.modules)))\n"
+    "if importlib.util.find_spec('torch'):\n"
+    "  import torch  # hidden only while tensorboardX loaded\n"
+    "  print(torch.tensor([1.5]).sum().item())\n"
+  )
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+  )
+  lines = out.stdout.split("\n")
+  assert lines[:2] == ["[]", "['tensorboardX']"], out.stdout
+  assert _scalar_events(tmp_path) == [("loss", 1, 0.5)]
 
 
 def test_history_survives_reopen_and_appends(tmp_path):
@@ -198,3 +224,30 @@ def test_plot_curves_without_history(tmp_path):
   out = os.path.join(tmp_path, "empty.png")
   assert metrics.plot_curves(os.path.join(tmp_path, "missing.jsonl"), out, keys=["loss"]) == []
   assert open(out, "rb").read(8) == _PNG_MAGIC
+
+
+def test_plot_curves_marks_the_phase_boundary(tmp_path):
+  import matplotlib.image
+
+  with metrics.MetricWriter(tmp_path, tensorboard=False) as writer:
+    for step in range(1, 21):
+      writer.write_scalars(step, {"loss": 1.0 / step})
+  plain, marked = os.path.join(tmp_path, "plain.png"), os.path.join(tmp_path, "marked.png")
+  metrics.plot_curves(writer.history_path, plain, keys=["loss"])
+  metrics.plot_curves(writer.history_path, marked, keys=["loss"], markers={"RL starts": 10})
+
+  def orange_pixels(path):  # the marker's colour, C1 = #ff7f0e; the curve is C0 (blue)
+    rgb = matplotlib.image.imread(path)[..., :3]
+    return int(np.sum(np.all(np.abs(rgb - [1.0, 0.498, 0.055]) < 0.05, axis=-1)))
+
+  assert orange_pixels(plain) == 0
+  assert orange_pixels(marked) > 100  # a dashed line across the subplot and its legend entry
+
+
+def test_eta_line_extrapolates_this_process_mean_step_time():
+  # Resumed at step 10, 5 steps in 10 s -> 2 s a step; 25 steps left -> 50 s.
+  assert metrics.eta_line(15, 40, since=10, elapsed_s=10.0) == (
+    "progress: step 15/40 (37%), 10s elapsed, ETA 50s"
+  )
+  assert metrics.eta_line(40, 40, since=0, elapsed_s=3725.0).endswith("1h02m05s elapsed, ETA 0s")
+  assert metrics.format_duration(187.4) == "3m07s"

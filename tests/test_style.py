@@ -20,3 +20,24 @@ def _ruff(*args):
 def test_ruff(args):
   proc = _ruff(*args)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def _collect(*args):
+  """The test ids `pytest --collect-only ARGS` selects, and its output."""
+  proc = subprocess.run(
+    [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  return [line for line in proc.stdout.splitlines() if "::" in line], proc.stdout
+
+
+def test_the_test_command_skips_slow_tests_and_selects_them_with_m_slow():
+  path = "tests/test_experiments.py"
+  default, out = _collect(path)
+  assert default and not any("test_scaling_remat_full" in t for t in default), out
+  slow, out = _collect("-m", "slow", path)
+  assert f"{path}::test_scaling_remat_full" in slow, out
+  assert not set(slow) & set(default)

@@ -49,6 +49,24 @@ def test_main_smoke_run(tmp_path):
     r"pass@4 \d+\.\d%",
     last,
   ), last
+  # Captured output is not a terminal: banner, phase boundary, progress with ETA, outputs.
+  out = proc.stdout
+  assert re.search(
+    r"^run: 2 warm-start steps then 2 RL steps, recipe 'grpo', [\d,]+ parameters, \d+ cpu "
+    rf"device\(s\) in 1 process\(es\), workdir {re.escape(str(tmp_path))}$",
+    out,
+    re.M,
+  ), out
+  assert "--- warm start done at step 2; RL steps 3 to 4 ---" in out
+  assert re.search(r"^progress: step 4/4 \(100%\), \S+ elapsed, ETA 0s$", out, re.M), out
+  policy = tmp_path / "policy"
+  assert f"wrote the policy to {policy}, curves to {tmp_path / 'curves.png'}" in out
+  # The exported policy is world-readable and carries its tokenizer.
+  assert {"tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= set(
+    os.listdir(policy)
+  )
+  assert os.stat(policy).st_mode & 0o777 == 0o755
+  assert {os.stat(policy / n).st_mode & 0o777 for n in os.listdir(policy)} == {0o644}
   names = os.listdir(tmp_path)
   assert "curves.png" in names and "metrics.jsonl" in names
   assert any(n.startswith("events.out.tfevents") for n in names)
@@ -109,22 +127,60 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch, caplog, capsys):
   config = _local_config()
   config.train.steps = 5
   config.train.max_bad_steps = 2
+  config.checkpoint.every = 1  # a save is in flight when the run aborts
   real_step = train._rl_step
   seen = []
 
   def non_finite_step(*args, **kwargs):
     state, logs, _ = real_step(*args, **kwargs)
     seen.append(int(state.step))
-    return state, logs, False  # as if the gradient norm were NaN
+    logs["loss"] = float("nan")  # as if the gradient norm were NaN
+    return state, logs, False
 
   monkeypatch.setattr(train, "_rl_step", non_finite_step)
-  with pytest.raises(FloatingPointError, match=r"step 3: 2 consecutive non-finite"):
+  with caplog.at_level("WARNING"):
+    with pytest.raises(FloatingPointError, match=r"step 4: 2 updates in a row skipped"):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert seen == [3, 4]  # warm-start steps 1-2, then RL steps 3 and 4 (1-based, as printed)
+  warnings = [r.getMessage() for r in caplog.records if "update skipped" in r.getMessage()]
+  assert warnings == [
+    "step 3: non-finite loss=nan; update skipped (1 in a row)",
+    "step 4: non-finite loss=nan; update skipped (2 in a row)",
+  ]
+  assert re.search(r"^step\s+3\b", capsys.readouterr().out, re.M)  # the console's step 3
+  ckpt_dir = tmp_path / "checkpoints"
+  assert not [n for n in os.listdir(ckpt_dir) if "tmp" in n]  # the save in flight finished
+  assert "3" in os.listdir(ckpt_dir)
+
+
+def test_second_run_on_a_locked_workdir_is_refused(tmp_path):
+  os.makedirs(tmp_path / "run")
+  with checkpoint_lib.lock_workdir(tmp_path / "run"):
+    with pytest.raises(checkpoint_lib.WorkdirLockedError, match="is in use by another run"):
+      train.train_and_evaluate(_local_config(), str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run") == [".lock"]  # refused before writing anything
+
+
+def test_spike_guard_skips_a_spiking_update(tmp_path, monkeypatch, caplog):
+  config = _local_config()
+  config.warm_start.steps = 0
+  config.train.steps = 2
+  config.train.spike_guard = 2.0
+  spiking = iter([0, 1])
+
+  def spikes_since(before, state):  # the guard's count rises in the second step
+    return next(spiking)
+
+  monkeypatch.setattr(train, "_spikes_since", spikes_since)
+  with caplog.at_level("WARNING"):
     train.train_and_evaluate(config, str(tmp_path))
-  assert seen == [3, 4]  # warm-start steps 0-1, then RL steps 2 and 3
+  [warning] = [r.getMessage() for r in caplog.records if "update skipped" in r.getMessage()]
+  assert warning.startswith("step 2: gradient-norm spike (grad_norm=")
+  assert "> 2 x the recent median); update skipped (1 in a row)" in warning
 
 
 def test_fsdp_and_tensor_parallel_run_equals_data_parallel_run(tmp_path):
@@ -169,3 +225,22 @@ def test_aqn_noise_reaches_only_the_samplers_norm_scales():
       assert 0 < np.abs(diff).max() < 1e-3, name
     else:
       np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize(
+  "overrides, error",
+  [
+    ({"rollout.top_p": 2.0}, r"config\.rollout\.top_p"),  # fails validation
+    # valid alone, but 2 x 3 rows do not split over the 8 devices: fails while building
+    ({"rollout.samples_per_prompt": 3, "train.microbatch_rows": 6}, "rollout"),
+  ],
+)
+def test_a_failed_start_leaves_no_workdir(tmp_path, overrides, error):
+  config = _local_config()
+  for field, value in overrides.items():
+    section, name = field.split(".")
+    config[section][name] = value
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=error):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()

@@ -5,8 +5,11 @@ reward decoding treat it as they treat a real checkpoint's tokenizer.
 """
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
+
+import tokenizers
 
 from grpojax.models import chat_templates as template_lib
 
@@ -152,3 +155,53 @@ class CharTokenizer:
       contents.append(content)
     prompt = self.turn_separator.join(contents)
     return prompt + self.turn_separator if add_generation_prompt else prompt
+
+
+def hf_files(tok: CharTokenizer) -> dict[str, bytes]:
+  """Hugging Face tokenizer files equivalent to `tok`, for an exported policy directory.
+
+  `tokenizer.json` is a `tokenizers` WordLevel model over the same ids (every character its own
+  pre-token, a Fuse decoder joining them back, `<bos>` prepended when special tokens are added,
+  a character outside the alphabet an error as in `encode`); `tokenizer_config.json` names the
+  special tokens and carries a chat template that renders what `apply_chat_template` does;
+  `generation_config.json` holds the special ids. `transformers.AutoTokenizer` reading them
+  encodes `text` to `[bos_id, *tok.encode(text)]`, the prompt ids a run feeds the policy.
+
+  Returns:
+    File name -> contents.
+  """
+  vocab = {tok.PAD: tok.pad_id, tok.BOS: tok.bos_id, tok.EOS: tok.eos_ids[0]}
+  vocab.update({ch: i + 3 for i, ch in enumerate(tok.alphabet)})
+  # The unknown token is deliberately absent from the vocabulary: unknown characters fail.
+  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.Split(
+    tokenizers.Regex(r"[\s\S]"), behavior="isolated"
+  )
+  backend.decoder = tokenizers.decoders.Fuse()
+  backend.add_special_tokens(
+    [tokenizers.AddedToken(t, special=True, normalized=False) for t in (tok.PAD, tok.BOS, tok.EOS)]
+  )
+  backend.post_processor = tokenizers.processors.TemplateProcessing(
+    single=f"{tok.BOS} $A", pair=f"{tok.BOS} $A $B", special_tokens=[(tok.BOS, tok.bos_id)]
+  )
+  # json.dumps gives a double-quoted literal with backslash escapes, which jinja reads the same.
+  sep = json.dumps(tok.turn_separator)
+  template = (
+    "{% for m in messages %}{% if not loop.first %}{{ " + sep + " }}{% endif %}"
+    "{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}{{ " + sep + " }}{% endif %}"
+  )
+  config = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": tok.BOS,
+    "eos_token": tok.EOS,
+    "pad_token": tok.PAD,
+    "add_bos_token": True,
+    "chat_template": template,
+  }
+  generation = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_ids[0], "pad_token_id": 0}
+  dump = lambda obj: (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+  return {
+    "tokenizer.json": backend.to_str(pretty=True).encode("utf-8"),
+    "tokenizer_config.json": dump(config),
+    "generation_config.json": dump(generation),
+  }

@@ -254,7 +254,7 @@ def save_pretrained(
   overwrite: bool = False,
   max_shard_bytes: int | None = None,
   dtype=None,
-  extra_files: dict[str, str] | None = None,
+  extra_files: dict[str, str | bytes] | None = None,
 ) -> None:
   """Writes a directory that `transformers` (and vLLM) load as the same model.
 
@@ -271,7 +271,11 @@ def save_pretrained(
     max_shard_bytes: split the weights into several files with an index when they exceed this.
     dtype: NumPy dtype to cast parameters to (for example `ml_dtypes.bfloat16`); default keeps
       the parameter dtype.
-    extra_files: file name -> source path copied alongside (tokenizer files, for example).
+    extra_files: file name -> a source path (str) copied alongside, or the file's contents
+      (bytes); tokenizer files, for example.
+
+  The directory is world-readable (directories 0755, files 0644) so that another user or a
+  serving container can read it.
   """
   checkpoint_dir = os.path.abspath(checkpoint_dir)
   if os.path.exists(checkpoint_dir) and not overwrite:
@@ -287,7 +291,12 @@ def save_pretrained(
       json.dump(hf_config, f, indent=2)
     _write_tensors(tensors, tmp, max_shard_bytes)
     for fname, src in (extra_files or {}).items():
-      shutil.copyfile(src, os.path.join(tmp, fname))
+      if isinstance(src, bytes):
+        with open(os.path.join(tmp, fname), "wb") as f:
+          f.write(src)
+      else:
+        shutil.copyfile(src, os.path.join(tmp, fname))
+    _make_readable(tmp)
     _replace_dir(tmp, checkpoint_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -316,6 +325,17 @@ def _write_tensors(tensors: dict[str, np.ndarray], out_dir: str, max_shard_bytes
     weight_map.update({name: fname for name in shard})
   with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def _make_readable(root: str) -> None:
+  """Directories 0755 and files 0644 under `root`: `mkdtemp` makes a private 0700 directory,
+  which the rename would otherwise carry into place."""
+  os.chmod(root, 0o755)
+  for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames:
+      os.chmod(os.path.join(dirpath, name), 0o755)
+    for name in filenames:
+      os.chmod(os.path.join(dirpath, name), 0o644)
 
 
 def _replace_dir(new: str, dest: str) -> None:

@@ -64,6 +64,8 @@ DEFAULT_PARAM_AXES: tuple[tuple[str, LogicalSpec], ...] = (
   (r"quant_(values|scales|tensor_scale)", None),
   # Heads (value, log Z, temperature) are small: whole on every device.
   (r"heads/.*", None),
+  # The spike guard's window of recent gradient norms (grpojax.rl.spike_guard): tiny.
+  (r"spike_norms", None),
 )
 
 DEFAULT_LOGICAL_AXES: dict[str, MeshAxes] = {

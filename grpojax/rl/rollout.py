@@ -244,6 +244,15 @@ class _Batch(NamedTuple):
   ids: np.ndarray  # [P] training-stream ids
 
 
+def reward_timeouts(reward_fn) -> int | None:
+  """How many answers a time-limited reward function has timed out on so far, or None.
+
+  A reward function that judges under a wall-clock limit (`tasks.math_verifier.MathVerifier`)
+  counts the answers that ran out of time, scored 0, in a `timeouts` attribute.
+  """
+  return getattr(reward_fn, "timeouts", None)
+
+
 def group_edit(config) -> group_edits.GroupEdit:
   """The configured group edit: DAPO's refill (`rollout.refill`) or every group as sampled."""
   refill = config.rollout.refill
@@ -294,10 +303,13 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
       num_samples=g,
       greedy=False,
     )
-    local = np.asarray(
-      [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)],
-      np.float32,
+    scores = np.asarray(
+      [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)]
     )
+    local = scores.astype(np.float32)
+    # Correct = full reward (as evaluation.correctness), read off the scores: a verifier that
+    # runs under a time limit is not asked twice.
+    correct = _gather_rows(layout, gen, (scores >= 1.0).astype(np.float32))
     rewards = _gather_rows(layout, gen, local)
     lengths = host_data.to_numpy(jnp.sum(gen.completions.mask, axis=1))
     if overlong.enabled:
@@ -305,12 +317,11 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
         lengths, max_length=overlong.max_len, cache_length=overlong.cache
       )
       rewards = rewards + overlong.penalty_factor * penalty.astype(np.float32)
-    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
-    correct = _gather_rows(layout, gen, correct.astype(np.float32))
     source_state = source.observe(source_state, ids, rewards.reshape(p, g))
     batches.append(_Batch(gen, rewards, correct, lengths, ids))
     return group_edits.refill_signal(rewards, correct, config.rollout.refill.metric).reshape(p, g)
 
+  timeouts_before = reward_timeouts(run.task.reward_fn)
   picks = edit([generate_batch()], generate_batch)
   if len(picks) != p:
     raise ValueError(f"the group edit returned {len(picks)} groups for a batch of {p}")
@@ -350,6 +361,8 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     "rollout/generation_batches": float(len(batches)),
     "rollout/informative_groups": float(informative.sum()),
   }
+  if timeouts_before is not None:  # answers this process's verifier ran out of time on
+    metrics["reward/timeouts"] = float(reward_timeouts(run.task.reward_fn) - timeouts_before)
   batch = step.Batch(
     seqs=seqs,
     sampler_logprobs=field("sampling_logprobs"),

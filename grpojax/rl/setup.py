@@ -161,6 +161,11 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     f"must divide the minibatch's {mb_rows} rows",
   )
   _require(tr.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
+  _require(
+    tr.spike_guard == 0 or tr.spike_guard > 1,
+    "train.spike_guard",
+    f"must be 0 (off) or a factor > 1, got {tr.spike_guard}",
+  )
   for name in ("optim", "warm_start"):
     opt = config[name]
     _require(opt.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
@@ -182,6 +187,7 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     1 <= ev.pass_k <= ev.samples, "eval.pass_k", f"must be in [1, eval.samples={ev.samples}]"
   )
   _require(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+  _require(config.checkpoint.min_free_gb >= 0, "checkpoint.min_free_gb", "must be >= 0")
   _require(
     config.task.name != "gsm8k" or config.task.data_path,
     "task.data_path",
@@ -288,6 +294,35 @@ def build_tokenizer(config: ml_collections.ConfigDict):
   return char_tokenizer.CharTokenizer(char_tokenizer.ARITHMETIC_ALPHABET)
 
 
+def export_files(config: ml_collections.ConfigDict, tokenizer) -> dict[str, str | bytes]:
+  """The tokenizer and generation files an exported policy carries, so it serves as is.
+
+  The built-in character tokenizer gets equivalent Hugging Face files
+  (`char_tokenizer.hf_files`); a real tokenizer's files (`tokenizer.json`,
+  `tokenizer_config.json` with its chat template, the special tokens map, `chat_template.jinja`)
+  are copied from where it was read, `generation_config.json` from the model checkpoint first.
+
+  Returns:
+    File name -> source path or contents, for `models.save_pretrained(extra_files=...)`.
+  """
+  if isinstance(tokenizer, char_tokenizer.CharTokenizer):
+    return char_tokenizer.hf_files(tokenizer)
+  ckpt, tok_dir = config.model.checkpoint, config.tokenizer.path or config.model.checkpoint
+  wanted = {
+    tokenizers.TOKENIZER_FILE: (tok_dir,),
+    tokenizers.TOKENIZER_CONFIG_FILE: (tok_dir,),
+    tokenizers.SPECIAL_TOKENS_MAP_FILE: (tok_dir,),
+    tokenizers.CHAT_TEMPLATE_FILE: (tok_dir,),
+    tokenizers.GENERATION_CONFIG_FILE: (ckpt, tok_dir),
+  }
+  files = {}
+  for name, dirs in wanted.items():
+    found = [os.path.join(d, name) for d in dirs if d and os.path.isfile(os.path.join(d, name))]
+    if found:
+      files[name] = found[0]
+  return files
+
+
 def build_model(
   config: ml_collections.ConfigDict,
   tokenizer,
@@ -337,10 +372,18 @@ def build_model(
   return models.init_policy(cfg, seed=m.init_seed, **kw)
 
 
-def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
+def build_task(
+  t: ml_collections.ConfigDict,
+  data_dir: str | None = None,
+  *,
+  prompt_len: Callable[[str], int] | None = None,
+  max_prompt_len: int | None = None,
+):
   """A built-in generated task, or a GSM8K-format JSON-lines file when `task.data_path` is set.
 
-  A data file is prepared once into tfds array_record files under `data_dir`.
+  A data file is prepared once into tfds array_record files under `data_dir`; given
+  `prompt_len` (question -> prompt tokens) and `max_prompt_len`, every row's prompt is checked
+  first (`task.skip_long` drops overlong rows instead of failing at the first, by file:line).
   """
   if t.data_path:
     return gsm8k.make_task(
@@ -349,6 +392,9 @@ def build_task(t: ml_collections.ConfigDict, data_dir: str | None = None):
       heldout_files=t.heldout_path or None,
       heldout_size=t.heldout_size,
       data_dir=data_dir,
+      prompt_len=prompt_len,
+      max_prompt_len=max_prompt_len,
+      skip_long=t.skip_long,
     )
   return tasks.make_task(
     t.name,
@@ -369,7 +415,24 @@ def build_run(
   """Builds the tokenizer, task, objective and policy of a config (validated here first)."""
   objective = validate_config(config)
   tok = build_tokenizer(config)
-  task = build_task(config.task, None if workdir is None else os.path.join(workdir, "data"))
+  use_template = bool(config.tokenizer.chat_template)
+
+  def encode_text(prompt: str) -> list[int]:
+    if use_template:
+      text = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True
+      )
+      return tok.encode(text)
+    ids = tok.encode(prompt)
+    return ids if tok.bos_id is None else [tok.bos_id, *ids]
+
+  task = build_task(
+    config.task,
+    None if workdir is None else os.path.join(workdir, "data"),
+    # Prompts are checked as the run encodes them, before any training state is written.
+    prompt_len=lambda prompt: len(encode_text(prompt)),
+    max_prompt_len=config.rollout.max_prompt_len,
+  )
   model = build_model(
     config, tok, heads_for(objective), activation_sharding=activation_sharding, abstract=abstract
   )
@@ -378,17 +441,10 @@ def build_run(
       f"config.model: the policy's vocabulary ({model.config.vocab_size}) is "
       f"smaller than the tokenizer's ({tok.vocab_size})"
     )
-  use_template = bool(config.tokenizer.chat_template)
-
-  def encode_prompt(example) -> list[int]:
-    if use_template:
-      text = tok.apply_chat_template(
-        [{"role": "user", "content": example.prompt}], add_generation_prompt=True
-      )
-      return tok.encode(text)
-    ids = tok.encode(example.prompt)
-    return ids if tok.bos_id is None else [tok.bos_id, *ids]
-
   return Run(
-    tokenizer=tok, task=task, objective=objective, model=model, encode_prompt=encode_prompt
+    tokenizer=tok,
+    task=task,
+    objective=objective,
+    model=model,
+    encode_prompt=lambda example: encode_text(example.prompt),
   )

@@ -7,6 +7,10 @@ Each line of a file is `{"question": ..., "answer": "... #### 42"}`. The files a
 `grain.MapDataset`, shuffled by seed. The prepared copy lives under a config named by a hash of
 the files' contents, so editing a file prepares a fresh copy instead of reading a stale one.
 
+Given a token counter and a prompt budget, preparation also checks every row's prompt length and
+fails at the first overlong one with its `file:line`, before anything is written; with
+`skip_long` such rows are dropped (and counted) instead.
+
 An example's prompt is the question, its answer the number after `####` (commas dropped, e.g.
 `1,080` -> `1080`), and its solution the whole answer text.
 """
@@ -18,10 +22,11 @@ import functools
 import hashlib
 import json
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import grain
 import tensorflow_datasets as tfds
+from absl import logging
 
 from grpojax.tasks import example as example_lib
 from grpojax.tasks import verifiers
@@ -122,6 +127,7 @@ class JsonlConfig(tfds.core.BuilderConfig):
     split_files: split name -> JSON-lines files, in order.
     heldout_fraction: None, or the share of the `train` files' rows (by a hash of the question)
       written to a `heldout` split instead of `train`.
+    skip_sources: the `file:line` of rows left out (prompts over the budget).
   """
 
   def __init__(
@@ -129,11 +135,13 @@ class JsonlConfig(tfds.core.BuilderConfig):
     *,
     split_files: Mapping[str, Sequence[str]],
     heldout_fraction: float | None = None,
+    skip_sources: frozenset[str] = frozenset(),
     **kwargs,
   ):
     super().__init__(**kwargs)
     self.split_files = {split: tuple(files) for split, files in split_files.items()}
     self.heldout_fraction = heldout_fraction
+    self.skip_sources = frozenset(skip_sources)
 
 
 class JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -175,8 +183,10 @@ class JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self, files: Sequence[str], heldout: bool | None = None
   ) -> Iterator[tuple[int, dict[str, str]]]:
     key = 0
+    skip = self.builder_config.skip_sources
     for path in files:
-      for row in _split_rows(read_rows(path), self.builder_config.heldout_fraction, heldout):
+      rows = [row for row in read_rows(path) if row.source not in skip]
+      for row in _split_rows(rows, self.builder_config.heldout_fraction, heldout):
         yield key, dataclasses.asdict(row)
         key += 1
 
@@ -188,10 +198,16 @@ def _split_rows(rows: list[Row], heldout_fraction: float | None, heldout: bool |
   return [row for row in rows if example_lib.is_heldout(row.question, heldout_fraction) == heldout]
 
 
-def _fingerprint(split_files: Mapping[str, Sequence[str]], heldout_fraction: float | None) -> str:
-  """A short hash of the split names, each file's path (kept in `source`) and contents, and the
-  held-out share."""
+def _fingerprint(
+  split_files: Mapping[str, Sequence[str]],
+  heldout_fraction: float | None,
+  skip_sources: frozenset[str] = frozenset(),
+) -> str:
+  """A short hash of the split names, each file's path (kept in `source`) and contents, the
+  held-out share and the rows left out."""
   digest = hashlib.sha256(f"heldout {heldout_fraction!r}\n".encode())
+  for source in sorted(skip_sources):
+    digest.update(f"skip {source}\n".encode())
   for split in sorted(split_files):
     digest.update(f"split {split}\n".encode())
     for path in split_files[split]:
@@ -201,11 +217,50 @@ def _fingerprint(split_files: Mapping[str, Sequence[str]], heldout_fraction: flo
   return digest.hexdigest()[:16]
 
 
+def overlong_rows(
+  rows: Sequence[Row], prompt_len: Callable[[str], int], max_prompt_len: int
+) -> list[tuple[Row, int]]:
+  """The rows whose prompt is longer than `max_prompt_len` tokens, with their lengths."""
+  lengths = ((row, prompt_len(row.question)) for row in rows)
+  return [(row, n) for row, n in lengths if n > max_prompt_len]
+
+
+def _drop_overlong(
+  rows: Mapping[str, list[Row]],
+  prompt_len: Callable[[str], int] | None,
+  max_prompt_len: int | None,
+  skip_long: bool,
+) -> frozenset[str]:
+  """The sources of overlong rows to leave out; without `skip_long` the first one raises."""
+  if prompt_len is None or max_prompt_len is None:
+    return frozenset()
+  skipped = set()
+  for split_rows in rows.values():
+    for row, n in overlong_rows(split_rows, prompt_len, max_prompt_len):
+      if not skip_long:
+        raise ValueError(
+          f"{row.source}: the prompt is {n} tokens, more than config.rollout.max_prompt_len="
+          f"{max_prompt_len}; shorten or remove the row, raise the budget, or set "
+          "config.task.skip_long=True to drop such rows"
+        )
+      skipped.add(row.source)
+  if skipped:
+    logging.warning(
+      "dropped %d rows whose prompt is longer than %d tokens (task.skip_long)",
+      len(skipped),
+      max_prompt_len,
+    )
+  return frozenset(skipped)
+
+
 def make_builder(
   split_files: Mapping[str, str | Sequence[str]],
   *,
   data_dir: str | pathlib.Path | None,
   heldout_fraction: float | None = None,
+  prompt_len: Callable[[str], int] | None = None,
+  max_prompt_len: int | None = None,
+  skip_long: bool = False,
 ) -> JsonlBuilder:
   """Validates the files and prepares them as array_record splits under `data_dir` (once).
 
@@ -216,14 +271,19 @@ def make_builder(
     heldout_fraction: None, or split the rows of `split_files["train"]` (its only entry) into
       `train` and `heldout` by a hash of the question, this share held out. Equal questions
       always land on the same side.
+    prompt_len: question -> its prompt's token count as the run encodes it; with
+      `max_prompt_len`, every row's prompt is checked before anything is written.
+    max_prompt_len: the prompt budget in tokens (None: no check).
+    skip_long: drop overlong rows (logging their count) instead of raising.
 
   Returns:
     The prepared builder; `builder.as_data_source(split)` reads a split.
 
   Raises:
     FileNotFoundError: a file is missing.
-    ValueError: a split has no files, a row is malformed (the message names `file:line`), or
-      the hash split leaves a side empty.
+    ValueError: a split has no files, a row is malformed or (without `skip_long`) its prompt is
+      over the budget (the message names `file:line`), a split is left empty, or the hash split
+      leaves a side empty.
   """
   files = {
     split: (paths,) if isinstance(paths, (str, pathlib.Path)) else tuple(paths)
@@ -236,6 +296,11 @@ def make_builder(
       raise ValueError(f"split {split!r} has no files")
     # Fail with file:line before tfds writes anything.
     rows[split] = [row for path in paths for row in read_rows(path)]
+  skip = _drop_overlong(rows, prompt_len, max_prompt_len, skip_long)
+  rows = {split: [row for row in r if row.source not in skip] for split, r in rows.items()}
+  for split, split_rows in rows.items():
+    if not split_rows:
+      raise ValueError(f"split {split!r}: every row's prompt is over the budget")
   if heldout_fraction is not None:
     if set(files) != {"train"} or not 0.0 < heldout_fraction < 1.0:
       raise ValueError(
@@ -249,9 +314,10 @@ def make_builder(
         "and the rest for training; one side is empty"
       )
   config = JsonlConfig(
-    name=f"sha{_fingerprint(files, heldout_fraction)}",
+    name=f"sha{_fingerprint(files, heldout_fraction, skip)}",
     split_files=files,
     heldout_fraction=heldout_fraction,
+    skip_sources=skip,
   )
   builder = JsonlBuilder(
     config=config,
@@ -305,6 +371,9 @@ def make_task(
   heldout_size: int | None = None,
   heldout_fraction: float = 0.1,
   data_dir: str | pathlib.Path | None = None,
+  prompt_len: Callable[[str], int] | None = None,
+  max_prompt_len: int | None = None,
+  skip_long: bool = False,
 ) -> example_lib.Task:
   """A GSM8K-format task with `verifiers.numeric_reward`.
 
@@ -317,6 +386,8 @@ def make_task(
     heldout_size: keep the first this many held-out rows (file order); None keeps them all.
     heldout_fraction: the share held out when `heldout_files` is None.
     data_dir: where the prepared array_record copy is kept; None: tfds's default.
+    prompt_len, max_prompt_len, skip_long: the prompt-length check at preparation
+      (`make_builder`).
 
   Returns:
     The task; `train(i)` cycles through the training rows, a new order each epoch, and
@@ -324,15 +395,18 @@ def make_task(
 
   Raises:
     FileNotFoundError: a file is missing.
-    ValueError: a row is malformed (the message names `file:line`), or there are fewer than
-      `heldout_size` held-out rows.
+    ValueError: a row is malformed or its prompt over the budget (the message names
+      `file:line`), or there are fewer than `heldout_size` held-out rows.
   """
+  check = dict(prompt_len=prompt_len, max_prompt_len=max_prompt_len, skip_long=skip_long)
   if heldout_files is None:
     builder = make_builder(
-      {"train": train_files}, data_dir=data_dir, heldout_fraction=heldout_fraction
+      {"train": train_files}, data_dir=data_dir, heldout_fraction=heldout_fraction, **check
     )
   else:
-    builder = make_builder({"train": train_files, "heldout": heldout_files}, data_dir=data_dir)
+    builder = make_builder(
+      {"train": train_files, "heldout": heldout_files}, data_dir=data_dir, **check
+    )
   # Shuffle before repeat: every epoch gets its own order and epochs never mix.
   train = dataset(builder, "train", seed=seed).repeat()
   heldout = dataset(builder, "heldout", seed=None)

@@ -11,8 +11,10 @@ thread can be interrupted inside sympy, so:
 1. `latex_answer_is_safe`, a cheap screen, rejects the known hazards in the parent (length,
    bracket depth, digit counts, factorials, power towers, commands with costly meanings);
 2. `MathVerifier` runs math-verify, with its timeouts off, in a child process
-   (`python -m grpojax.tasks.math_verifier`), and kills and restarts it when an answer takes
-   longer than `timeout_s`. Such an answer earns 0, as does any exception.
+   (`python -m grpojax.tasks.math_verifier`), and kills it when an answer takes longer than
+   `timeout_s`; a spare worker, sympy already imported, takes over at once, so the next answer
+   does not wait for a restart (several seconds). Such an answer earns 0, as does any
+   exception, and is counted and logged.
 
 The worker talks JSON lines over pipes and needs a POSIX system (it waits with `select`).
 """
@@ -176,13 +178,67 @@ def judge(gold: str, answer: str) -> bool:
     return False
 
 
+class _Worker:
+  """One worker process, its unread output and whether it has reported ready."""
+
+  def __init__(self):
+    package_root = str(pathlib.Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    self.process = subprocess.Popen(
+      [sys.executable, "-m", "grpojax.tasks.math_verifier"],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      env=env,
+    )
+    self.ready = False
+    self._buffer = b""
+
+  def alive(self) -> bool:
+    return self.process.poll() is None
+
+  def wait_ready(self, timeout_s: float) -> bool:
+    """Waits up to `timeout_s` for the `ready` line (once); whether the worker is ready."""
+    if not self.ready:
+      self.ready = self.read_line(timeout_s) == b"ready"
+    return self.ready
+
+  def read_line(self, timeout_s: float) -> bytes | None:
+    """Reads one line within `timeout_s`, or returns None (time is up, or the worker exited)."""
+    fd = self.process.stdout.fileno()
+    deadline = time.monotonic() + timeout_s
+    while b"\n" not in self._buffer:
+      remaining = deadline - time.monotonic()
+      if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        return None
+      chunk = os.read(fd, 4096)
+      if not chunk:  # The worker exited.
+        return None
+      self._buffer += chunk
+    line, self._buffer = self._buffer.split(b"\n", 1)
+    return line
+
+  def stop(self) -> None:
+    self.process.kill()
+    self.process.wait()
+    for stream in (self.process.stdin, self.process.stdout):
+      stream.close()
+
+
 class MathVerifier:
   """A reward function `(completion, example) -> float` backed by a math-verify worker process.
 
   `example.answer` is the reference in LaTeX or plain math (`\\frac{1}{2}`, `42`); it is trusted
   and boxed before parsing. Calls are serialised by a lock. The worker starts on the first call
-  (about a second, not counted against `timeout_s`), is restarted after a timeout or a crash,
-  and is not pickled: a copy sent to another process starts its own.
+  (a few seconds: it imports sympy; not counted against `timeout_s`), together with a spare that
+  imports in the background. An answer that takes longer than `timeout_s` scores 0 with a
+  warning (a correct but slow answer is a false negative), its worker is killed, the spare takes
+  over at once and a new spare starts, so a timeout costs `timeout_s` and no restart. A crashed
+  worker is replaced the same way. Not pickled: a copy sent to another process starts its own.
+
+  Attributes:
+    timeouts: answers that ran out of time so far (the trainer reports them per step).
+    cold_starts: calls that had to start a worker and wait for it (no spare was running).
 
   ```
   with math_verifier.MathVerifier(timeout_s=2.0) as reward_fn:
@@ -190,12 +246,16 @@ class MathVerifier:
   ```
   """
 
-  def __init__(self, *, timeout_s: float = 2.0, startup_timeout_s: float = 120.0):
+  def __init__(
+    self, *, timeout_s: float = 2.0, startup_timeout_s: float = 120.0, spare: bool = True
+  ):
     """Configures the verifier; no process starts yet.
 
     Args:
       timeout_s: wall-clock limit for judging one answer, in seconds.
-      startup_timeout_s: limit for the worker to import math-verify and report ready.
+      startup_timeout_s: limit for a worker to import math-verify and report ready.
+      spare: keep a second, idle worker running to take over after a timeout or a crash
+        (costs one more process and its memory, about 150 MB).
 
     Raises:
       ValueError: a limit is not positive.
@@ -204,9 +264,17 @@ class MathVerifier:
       raise ValueError(f"time limits must be positive, got {timeout_s}, {startup_timeout_s}")
     self.timeout_s = float(timeout_s)
     self.startup_timeout_s = float(startup_timeout_s)
-    self._process: subprocess.Popen | None = None
-    self._buffer = b""
+    self.spare = bool(spare)
+    self.timeouts = 0
+    self.cold_starts = 0
+    self._worker: _Worker | None = None
+    self._spare: _Worker | None = None
     self._lock = threading.Lock()
+
+  @property
+  def _process(self) -> subprocess.Popen | None:
+    """The active worker's process, or None."""
+    return None if self._worker is None else self._worker.process
 
   def __call__(self, completion: str | bytes, example: example_lib.Example) -> float:
     """1.0 when math-verify judges the completion's `final_answer` equal to `example.answer`.
@@ -224,64 +292,67 @@ class MathVerifier:
       return 0.0
     request = json.dumps({"gold": f"\\boxed{{{example.answer}}}", "answer": candidate})
     with self._lock:
-      return 1.0 if self._ask(request.encode() + b"\n") == b"1" else 0.0
+      reply = self._ask(request.encode() + b"\n")
+    if reply is _TIMED_OUT:
+      logging.getLogger(__name__).warning(
+        "math-verify ran out of its %.1f s on the answer %r (reference %r); scored 0, a false "
+        "negative if the answer is right.",
+        self.timeout_s,
+        candidate[:200],
+        str(example.answer)[:200],
+      )
+    return 1.0 if reply == b"1" else 0.0
 
-  def _ask(self, request: bytes) -> bytes | None:
-    """Sends one request line and returns the reply line, or None after a timeout or crash."""
-    if self._process is None or self._process.poll() is not None:
-      self._start()
+  def _ask(self, request: bytes) -> bytes | object | None:
+    """Sends one request line; the reply line, `_TIMED_OUT`, or None after a crash."""
+    worker = self._active()
     try:
-      self._process.stdin.write(request)
-      self._process.stdin.flush()
-    except OSError:  # The worker died; the next call starts another.
-      self._stop()
+      worker.process.stdin.write(request)
+      worker.process.stdin.flush()
+    except OSError:  # The worker died; the spare takes over.
+      self._replace_active()
       return None
-    reply = self._read_line(self.timeout_s)
+    reply = worker.read_line(self.timeout_s)
     if reply is None:
-      self._stop()
+      timed_out = worker.alive()
+      self._replace_active()
+      if timed_out:
+        self.timeouts += 1
+        return _TIMED_OUT
     return reply
 
-  def _start(self) -> None:
-    self._stop()
-    package_root = str(pathlib.Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    self._process = subprocess.Popen(
-      [sys.executable, "-m", "grpojax.tasks.math_verifier"],
-      stdin=subprocess.PIPE,
-      stdout=subprocess.PIPE,
-      env=env,
-    )
-    if self._read_line(self.startup_timeout_s) != b"ready":
+  def _active(self) -> _Worker:
+    """The worker to ask, ready: the current one, else the spare, else a fresh one."""
+    if self._worker is not None and not self._worker.alive():
+      self._replace_active()
+    if self._worker is None:
+      self._worker = _Worker()
+      self.cold_starts += 1
+    if self.spare and (self._spare is None or not self._spare.alive()):
+      if self._spare is not None:
+        self._spare.stop()
+      self._spare = _Worker()  # Imports in the background while the active worker judges.
+    if not self._worker.wait_ready(self.startup_timeout_s):
       self._stop()
       raise RuntimeError("the math-verify worker did not start")
+    return self._worker
 
-  def _read_line(self, timeout_s: float) -> bytes | None:
-    """Reads one line from the worker within `timeout_s`, or returns None."""
-    fd = self._process.stdout.fileno()
-    deadline = time.monotonic() + timeout_s
-    while b"\n" not in self._buffer:
-      remaining = deadline - time.monotonic()
-      if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-        return None
-      chunk = os.read(fd, 4096)
-      if not chunk:  # The worker exited.
-        return None
-      self._buffer += chunk
-    line, self._buffer = self._buffer.split(b"\n", 1)
-    return line
+  def _replace_active(self) -> None:
+    """Kills the active worker and promotes the spare (started earlier) in its place."""
+    if self._worker is not None:
+      self._worker.stop()
+    self._worker, self._spare = self._spare, None
+    if self._worker is not None and self.spare:
+      self._spare = _Worker()
 
   def _stop(self) -> None:
-    if self._process is not None:
-      self._process.kill()
-      self._process.wait()
-      for stream in (self._process.stdin, self._process.stdout):
-        stream.close()
-    self._process = None
-    self._buffer = b""
+    for worker in (self._worker, self._spare):
+      if worker is not None:
+        worker.stop()
+    self._worker = self._spare = None
 
   def close(self) -> None:
-    """Stops the worker; a later call starts a new one."""
+    """Stops the workers; a later call starts new ones."""
     with self._lock:
       self._stop()
 
@@ -293,16 +364,23 @@ class MathVerifier:
 
   def __del__(self):
     try:
-      if getattr(self, "_process", None) is not None:
-        self._stop()
+      self._stop()
     except Exception:  # noqa: BLE001 (best effort, possibly during interpreter shutdown)
       pass
 
   def __getstate__(self) -> dict:
-    return {"timeout_s": self.timeout_s, "startup_timeout_s": self.startup_timeout_s}
+    return {
+      "timeout_s": self.timeout_s,
+      "startup_timeout_s": self.startup_timeout_s,
+      "spare": self.spare,
+    }
 
   def __setstate__(self, state: dict) -> None:
     self.__init__(**state)
+
+
+# `_ask`'s reply when the answer ran out of time (distinct from a crash's None).
+_TIMED_OUT = object()
 
 
 def _exit_with_parent() -> None:

@@ -83,3 +83,38 @@ def test_dapo_switches_on_its_data_side_techniques():
   assert dapo.rollout.refill.enabled and dapo.reward.overlong.enabled
   default = _load(os.path.join(REPO, "configs", "default.py")).get_config()
   assert not default.rollout.refill.enabled and not default.reward.overlong.enabled
+
+
+def _flat(config, prefix=""):
+  out = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _method(config):
+  """The fields that say what is trained and how, as opposed to how big or how long."""
+  flat = _flat(config)
+  method = {
+    k: v
+    for k, v in flat.items()
+    if k.startswith(("objective.", "precision.", "tokenizer."))
+    or k.endswith(".enabled")
+    or k in ("task.name", "curriculum.name", "model.model_type", "model.dtype")
+  }
+  # A phase is part of the method: whether it runs, not for how many steps.
+  method["has warm start"] = flat["warm_start.steps"] > 0
+  method["has critic warm-up"] = flat["train.critic_warmup_steps"] > 0
+  return method
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_local_shrinks_sizes_but_keeps_the_method(path):
+  module = _load(path)
+  full, local = module.get_config(), module.get_config("local")
+  assert _method(local) == _method(full)
+  assert local.train.steps <= full.train.steps
+  assert local.warm_start.steps <= full.warm_start.steps

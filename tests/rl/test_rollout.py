@@ -100,6 +100,57 @@ def test_without_dynamic_sampling_one_batch_in_order(fake_run):
   assert np.asarray(ro.batch.seqs.completion_mask).sum() > 0
 
 
+class _TimingOutReward:
+  """A reward function under a time limit: every third call 'times out' (scores 0 and is
+  counted), the others score 1."""
+
+  def __init__(self):
+    self.timeouts = 0
+    self.calls = 0
+
+  def __call__(self, text, ex):
+    self.calls += 1
+    if self.calls % 3 == 0:
+      self.timeouts += 1
+      return 0.0
+    return 1.0
+
+
+def test_reward_timeouts_are_reported_per_step_and_answers_scored_once(fake_run):
+  config = _config(dynamic=False)
+  reward = _TimingOutReward()
+  run = dataclasses.replace(fake_run, task=dataclasses.replace(fake_run.task, reward_fn=reward))
+  graphdef, own = nnx.split(run.model)
+  sampler = rollout.make_sampler(graphdef, config, run.tokenizer)
+  src = source.sequential()
+  data = source.DataState(source=src.init())
+  rows = config.rollout.prompts_per_step * config.rollout.samples_per_prompt  # 4 x 4
+  for step in range(2):
+    reward.timeouts += 5  # counted before this step: not this step's
+    ro = rollout.sample_groups(
+      run,
+      ONE_DEVICE,
+      sampler,
+      own,
+      config,
+      src,
+      data,
+      jax.random.key(step),
+      rollout.group_edit(config),
+    )
+    data = ro.data
+    # Calls 16s+1 .. 16s+16 score the rows in order; every third one timed out.
+    calls = np.arange(step * rows + 1, (step + 1) * rows + 1)
+    np.testing.assert_array_equal(np.asarray(ro.batch.rewards), np.where(calls % 3 == 0, 0.0, 1.0))
+    assert ro.metrics["reward/timeouts"] == np.sum(calls % 3 == 0)  # 5 in step 0, 6 in step 1
+  assert reward.calls == 2 * rows  # each answer judged once, not again for its correctness
+
+
+def test_no_timeout_metric_without_a_time_limit(fake_run):
+  ro, _ = _sample(fake_run, ONE_DEVICE, _config(dynamic=False), jax.random.key(0))
+  assert "reward/timeouts" not in ro.metrics
+
+
 def test_too_long_prompt_is_named(fake_run):
   config = _config(dynamic=False)
   ex = example_lib.Example(prompt="1" * 40, answer="1", solution="1")

@@ -175,3 +175,58 @@ def test_empty_file_and_missing_file(tmp_path):
     gsm8k.read_rows(empty)
   with pytest.raises(FileNotFoundError):
     gsm8k.make_builder({"train": str(tmp_path / "missing.jsonl")}, data_dir=tmp_path / "data")
+
+
+def _with_long_row(tmp_path) -> tuple[str, str]:
+  """Four rows, the third (line 3) with a 400-character question; returns (path, its source)."""
+  rows = [dict(r) for r in _ROWS[:4]]
+  rows[2] = {"question": "x" * 400, "answer": "#### 1"}
+  path = _write(tmp_path / "train.jsonl", rows)
+  return path, f"{path}:3"
+
+
+def test_overlong_prompt_fails_preparation_with_file_and_line(tmp_path):
+  path, source = _with_long_row(tmp_path)
+  data_dir = tmp_path / "data"
+  # len() as the token counter: the long prompt has 400 tokens, the others under 40.
+  with pytest.raises(ValueError, match=rf"^{source}: the prompt is 400 tokens, more than .*=64"):
+    gsm8k.make_builder({"train": path}, data_dir=data_dir, prompt_len=len, max_prompt_len=64)
+  assert not data_dir.exists()  # Checked before tfds writes anything.
+
+
+def test_skip_long_drops_and_counts_overlong_rows(tmp_path, caplog):
+  path, source = _with_long_row(tmp_path)
+  data_dir = tmp_path / "data"
+  with caplog.at_level("WARNING"):
+    builder = gsm8k.make_builder(
+      {"train": path}, data_dir=data_dir, prompt_len=len, max_prompt_len=64, skip_long=True
+    )
+  kept = [_text(r["source"]) for r in builder.as_data_source("train")]
+  assert kept == [f"{path}:{line}" for line in (1, 2, 4)]
+  assert "dropped 1 rows" in caplog.text
+  # A budget that fits every row prepares a separate copy with all four.
+  full = gsm8k.make_builder(
+    {"train": path}, data_dir=data_dir, prompt_len=len, max_prompt_len=400, skip_long=True
+  )
+  assert full.data_dir != builder.data_dir and len(full.as_data_source("train")) == 4
+
+
+def test_run_config_checks_prompt_lengths_at_preparation(tmp_path):
+  from configs import common
+  from grpojax.rl import setup
+
+  path, source = _with_long_row(tmp_path)
+  config = common.base()
+  config.task.data_path = path
+  config.task.heldout_path = path
+  config.task.heldout_size = 3
+  with pytest.raises(ValueError, match=rf"^{source}: the prompt is 400 tokens.*skip_long"):
+    setup.build_task(config.task, str(tmp_path / "data"), prompt_len=len, max_prompt_len=64)
+  config.task.skip_long = True
+  task = setup.build_task(config.task, str(tmp_path / "data"), prompt_len=len, max_prompt_len=64)
+  assert len(task.heldout) == 3
+  assert all(len(example.prompt) <= 64 for example in task.heldout)
+
+
+def _text(value):
+  return value.decode() if isinstance(value, bytes) else value

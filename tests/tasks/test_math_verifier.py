@@ -78,14 +78,42 @@ def test_time_limit_kills_a_slow_answer(impatient):
 
 def test_time_limit_kills_a_hang_and_the_worker_recovers(impatient):
   impatient("\\boxed{1}", _example("1"))
-  pid = impatient._process.pid
+  process, spare_pid = impatient._process, impatient._spare.process.pid
   # The reference is trusted and not screened, so this comparison never ends in sympy.
   start = time.perf_counter()
   assert impatient("\\boxed{1}", _example("9^{9^{9^{9}}}")) == 0.0
   assert time.perf_counter() - start < 2.5
-  assert impatient._process is None  # Killed; the next call starts a fresh worker.
+  assert process.poll() is not None  # Killed; the spare took its place.
+  assert impatient._process.pid == spare_pid
   assert impatient("\\boxed{42}", _example("42")) == 1.0
-  assert impatient._process.pid != pid
+
+
+def test_a_timeout_costs_no_restart(caplog):
+  # Two calls after a timeout: both are answered by the spare that was started (and had
+  # imported sympy) before the timeout, so no call waits for a new worker to start.
+  with math_verifier.MathVerifier(timeout_s=1.0) as verifier:
+    assert verifier("\\boxed{1}", _example("1")) == 1.0
+    assert verifier.cold_starts == 1
+    spare = verifier._spare.process
+    with caplog.at_level("WARNING"):
+      assert verifier("\\boxed{1}", _example("9^{9^{9^{9}}}")) == 0.0
+    assert verifier.timeouts == 1
+    assert "ran out of its 1.0 s" in caplog.text and "9^{9^{9^{9}}}" in caplog.text
+    assert verifier("\\boxed{42}", _example("42")) == 1.0
+    assert verifier("\\boxed{7}", _example("8")) == 0.0
+    assert verifier._process is spare  # Already running before the timeout.
+    assert verifier.cold_starts == 1  # Nobody waited for a worker started after the first call.
+    assert verifier.timeouts == 1  # A wrong answer is not a timeout.
+    assert verifier._spare is not None and verifier._spare.process is not spare
+
+
+def test_without_a_spare_a_timeout_costs_a_restart():
+  with math_verifier.MathVerifier(timeout_s=1.0, spare=False) as verifier:
+    assert verifier("\\boxed{1}", _example("1")) == 1.0
+    assert verifier._spare is None
+    assert verifier("\\boxed{1}", _example("9^{9^{9^{9}}}")) == 0.0
+    assert verifier("\\boxed{42}", _example("42")) == 1.0
+    assert (verifier.cold_starts, verifier.timeouts) == (2, 1)
 
 
 def test_worker_crash_is_survived(reward_fn):
@@ -98,7 +126,8 @@ def test_worker_crash_is_survived(reward_fn):
 def test_pickles_without_its_process(impatient):
   copy = pickle.loads(pickle.dumps(impatient))
   assert copy.timeout_s == 1.0
-  assert copy._process is None
+  assert copy._process is None and copy.spare
+  assert (copy.timeouts, copy.cold_starts) == (0, 0)
   copy.close()
 
 
