@@ -172,18 +172,42 @@ def hf_files(tok: CharTokenizer) -> dict[str, bytes]:
   """
   vocab = {tok.PAD: tok.pad_id, tok.BOS: tok.bos_id, tok.EOS: tok.eos_ids[0]}
   vocab.update({ch: i + 3 for i, ch in enumerate(tok.alphabet)})
-  # The unknown token is deliberately absent from the vocabulary: unknown characters fail.
-  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-  backend.pre_tokenizer = tokenizers.pre_tokenizers.Split(
-    tokenizers.Regex(r"[\s\S]"), behavior="isolated"
-  )
-  backend.decoder = tokenizers.decoders.Fuse()
-  backend.add_special_tokens(
-    [tokenizers.AddedToken(t, special=True, normalized=False) for t in (tok.PAD, tok.BOS, tok.EOS)]
-  )
-  backend.post_processor = tokenizers.processors.TemplateProcessing(
-    single=f"{tok.BOS} $A", pair=f"{tok.BOS} $A $B", special_tokens=[(tok.BOS, tok.bos_id)]
-  )
+  special = lambda content: {
+    "id": vocab[content],
+    "content": content,
+    "single_word": False,
+    "lstrip": False,
+    "rstrip": False,
+    "normalized": False,
+    "special": True,
+  }
+  bos = {"SpecialToken": {"id": tok.BOS, "type_id": 0}}
+  sequence = lambda name: {"Sequence": {"id": name, "type_id": 0}}
+  backend = {
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [special(t) for t in (tok.PAD, tok.BOS, tok.EOS)],
+    "normalizer": None,
+    # Every character is its own pre-token.
+    "pre_tokenizer": {
+      "type": "Split",
+      "pattern": {"Regex": r"[\s\S]"},
+      "behavior": "Isolated",
+      "invert": False,
+    },
+    "post_processor": {
+      "type": "TemplateProcessing",
+      "single": [bos, sequence("A")],
+      "pair": [bos, sequence("A"), sequence("B")],
+      "special_tokens": {tok.BOS: {"id": tok.BOS, "ids": [tok.bos_id], "tokens": [tok.BOS]}},
+    },
+    "decoder": {"type": "Fuse"},
+    # The unknown token is deliberately absent from the vocabulary: unknown characters fail.
+    "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+  }
+  backend_json = json.dumps(backend, indent=2, ensure_ascii=False)
+  tokenizers.Tokenizer.from_str(backend_json)  # the library accepts it (raises otherwise)
   # json.dumps gives a double-quoted literal with backslash escapes, which jinja reads the same.
   sep = json.dumps(tok.turn_separator)
   template = (
@@ -201,7 +225,7 @@ def hf_files(tok: CharTokenizer) -> dict[str, bytes]:
   generation = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_ids[0], "pad_token_id": 0}
   dump = lambda obj: (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
   return {
-    "tokenizer.json": backend.to_str(pretty=True).encode("utf-8"),
+    "tokenizer.json": (backend_json + "\n").encode("utf-8"),
     "tokenizer_config.json": dump(config),
     "generation_config.json": dump(generation),
   }
