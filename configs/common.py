@@ -14,9 +14,20 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.seed = 0
   c.log_every = 10
   # Two-digit addition, generated in code; held-out problems never appear in training.
+  # `name`: "arithmetic" | "countdown" | "gsm8k" (GSM8K-format `data_path`) | "data" (any
+  # JSON-lines or Parquet `data_path`, read through `fields`, scored by `verifier`: exact |
+  # numeric | math_verify) | "my_pkg.my_tasks:make_task" (any callable returning a
+  # grpojax.tasks.Task, called with `kwargs`; see grpojax/tasks/plugins.py).
   c.task = ml_collections.ConfigDict(
     dict(
       name="arithmetic",
+      kwargs=ml_collections.ConfigDict(),
+      # The keys of a "data" row; solution "" = the answer's text; marker: "" or the text after
+      # whose last occurrence the final answer stands (GSM8K's "####").
+      fields=ml_collections.ConfigDict(
+        dict(prompt="prompt", answer="answer", solution="", marker="")
+      ),
+      verifier="numeric",
       difficulty=2,
       operators="+",
       seed=0,
@@ -117,11 +128,51 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   )
   # Reward shaping. DAPO's overlong penalty, with budgets in tokens of this task (the paper's are
   # for 20k-token answers): R += min(-(|y| - (max_len - cache)) / cache, 0) * penalty_factor.
+  # `fns`: reward functions by import path ("task" = the task's own), summed with `weights`
+  # (empty: all 1); empty `fns` = the task's own reward. A function returns a float or a dict
+  # of named components (its value: the "reward" entry, else their sum); each is logged as
+  # reward/<fn>/<component>. `on_error`: "raise" (stop, naming the function and the item) or
+  # "zero" (score 0, counted in reward/errors). See grpojax/tasks/plugins.py.
   c.reward = ml_collections.ConfigDict(
     dict(
+      fns=(),
+      weights=(),
+      on_error="raise",
       overlong=ml_collections.ConfigDict(
         dict(enabled=False, max_len=c.rollout.max_new_tokens, cache=2, penalty_factor=1.0)
-      )
+      ),
+      # Rewards from models, added with their weights: R += weight * score (off: `path` "").
+      # See grpojax/rl/model_rewards.py. `time_limit_s` bounds each batch, first compilation
+      # included. A local ...ForSequenceClassification directory (weights and tokenizer):
+      model=ml_collections.ConfigDict(
+        dict(
+          path="",
+          weight=1.0,
+          label=0,  # which output of the score head is the reward
+          max_len=1024,  # tokens of prompt + completion; a longer pair keeps its end
+          batch_size=16,
+          chat_template=True,
+          time_limit_s=600.0,
+        )
+      ),
+      # An LLM judge: a local chat checkpoint, greedy; reward (s - min) / (max - min) of the
+      # score s on its final line "Score: s", or `fallback` when unparsable (counted).
+      judge=ml_collections.ConfigDict(
+        dict(
+          path="",
+          weight=1.0,
+          # "" = grpojax.rl.judge.DEFAULT_RUBRIC; fields {prompt} {completion} {reference} {lo} {hi}
+          rubric="",
+          min_score=0,
+          max_score=10,
+          fallback=0.0,
+          max_new_tokens=256,
+          max_prompt_len=1024,
+          batch_size=8,
+          chat_template=True,
+          time_limit_s=900.0,
+        )
+      ),
     )
   )
   c.optim = ml_collections.ConfigDict(
@@ -174,6 +225,12 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   )
   # A save needs the newest checkpoint's size free on disk, and at least min_free_gb.
   c.checkpoint = ml_collections.ConfigDict(dict(every=50, max_to_keep=2, min_free_gb=0.0))
+  # Run tracking (grpojax/metrics.py): the metrics.jsonl history (always) plus any of
+  # "tensorboard", "csv" (long-format metrics.csv) and "wandb" (pip install 'grpojax[wandb]';
+  # WANDB_MODE=offline keeps the run on disk); wandb_name "" = the workdir's base name.
+  c.metrics = ml_collections.ConfigDict(
+    dict(writers=("tensorboard", "jsonl"), wandb_project="grpojax", wandb_name="")
+  )
   # Numerics of the policy, read by the sampler and the trainer alike (grpojax.precision):
   # matmul default | fp8 | fp8_block for every decoder projection (Jet-RL's unified FP8 flow);
   # rollout_matmul "same", or another matmul for the sampler only (the naive FP8-rollout

@@ -93,6 +93,8 @@ def main(argv):
     _fail(str(error))
   except (checkpoint.WorkdirLockedError, checkpoint.DiskSpaceError) as error:  # say what to do
     _fail(str(error))
+  except train.setup.plugins.RewardError as error:  # names the reward function and the item
+    _fail(str(error))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,29 @@
-"""Training metrics: TensorBoard events, a JSONL history, console lines, progress, timing, plots.
+"""Run tracking: metric writers and plots (the run's start records are in `run_records`, what it
+prints in `console`).
 
-`MetricWriter` writes each scalar twice: to TensorBoard event files through tensorboardX (no
-TensorFlow needed) and as one JSON line per step to `<workdir>/metrics.jsonl`. The JSONL file is
-the history a resumed run continues and `plot_curves` draws from. Write metrics from one
-process only (`jax.process_index() == 0`).
+`MetricWriter` is the one writer interface: every step's scalars go as one JSON line to
+`<workdir>/metrics.jsonl` (always: the history a resumed run continues and `plot_curves` draws
+from) and to the other writers `config.metrics.writers` selects: TensorBoard event files through
+tensorboardX (no TensorFlow needed), a long-format `metrics.csv`, a Weights & Biases run. Write
+metrics from one process only (`jax.process_index() == 0`).
 """
 
-import contextlib
+import csv
 import importlib
+import importlib.metadata
+import importlib.util
+import io
 import json
 import math
 import os
+import secrets
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.figure
 import numpy as np
-import tqdm
 from absl import logging
 from matplotlib.backends import backend_agg
 
@@ -100,8 +105,174 @@ def _rewrite_history(path: str, records: Sequence[Mapping]) -> None:
   os.replace(tmp, path)
 
 
+WRITERS = ("tensorboard", "jsonl", "csv", "wandb")
+CSV_FILENAME = "metrics.csv"
+CSV_HEADER = ("step", "name", "value")
+WANDB_ID_FILENAME = "wandb_run_id"
+
+
+def writers_error(writers: Any) -> str | None:
+  """Why `writers` (the `metrics.writers` config field) is not a valid selection, or None.
+
+  A valid selection is a tuple of distinct names from `WRITERS` that includes "jsonl": the
+  JSONL history is what a resumed run continues and `curves.png` is drawn from. "wandb" needs
+  the optional `wandb` package (the `wandb` extra).
+  """
+  if isinstance(writers, str) or not isinstance(writers, Sequence):
+    return f"must be a tuple of writer names from {WRITERS}, got {writers!r}"
+  unknown = [w for w in writers if w not in WRITERS]
+  if unknown:
+    # A flag `--config.metrics.writers=tensorboard,csv` arrives as one name with commas.
+    names = tuple(n.strip() for n in unknown[0].split(","))
+    hint = f'; on the command line, a tuple: "{names!r}"' if len(names) > 1 else ""
+    return f"unknown writer {unknown[0]!r} (expected some of {', '.join(WRITERS)}){hint}"
+  if len(set(writers)) != len(writers):
+    return f"names a writer twice: {tuple(writers)}"
+  if "jsonl" not in writers:
+    return "must include 'jsonl' (the history a resumed run continues and curves.png shows)"
+  if "wandb" in writers and importlib.util.find_spec("wandb") is None:
+    return "'wandb' needs the wandb package: pip install 'grpojax[wandb]'"
+  return None
+
+
+class _TensorBoardSink:
+  """Scalars as TensorBoard event files in the workdir (tensorboardX, no TensorFlow)."""
+
+  def __init__(self, workdir: str, purge_step: int | None):
+    # tensorboardX names event files by the second and opens them with "wb": without a unique
+    # suffix, a writer reopened within the same second would erase the previous one's events.
+    self._tb = _tensorboardx().SummaryWriter(
+      logdir=workdir,
+      purge_step=purge_step,
+      flush_secs=30,
+      filename_suffix=f".{os.getpid()}.{time.time_ns()}",
+    )
+    self.where = f"TensorBoard events in {workdir}"
+
+  def write(self, step: int, values: Mapping[str, float]) -> None:
+    for name, value in values.items():
+      self._tb.add_scalar(name, value, global_step=step)
+
+  def flush(self) -> None:
+    self._tb.flush()
+
+  def close(self) -> None:
+    self._tb.close()
+
+
+def _drop_partial_last_line(path: str) -> None:
+  """Truncates `path` after its last newline: a row cut short by a crash is not data."""
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      cut = data.rfind(b"\n") + 1
+      logging.warning("Dropping a partial last line of %s: %r", path, data[cut:])
+      f.truncate(cut)
+
+
+def read_csv_history(path: str | os.PathLike) -> list[tuple[int, str, float]]:
+  """The (step, name, value) rows of a CSV history written by the "csv" writer."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.reader(f))
+  if rows and tuple(rows[0]) != CSV_HEADER:
+    raise ValueError(f"{path}:1: header {rows[0]} is not {list(CSV_HEADER)}")
+  return [(int(step), name, float(value)) for step, name, value in rows[1:]]
+
+
+class _CsvSink:
+  """Scalars in long format, one `step,name,value` row each, in `<workdir>/metrics.csv`.
+
+  Long, not wide: the header never changes when a later step brings a new metric (an
+  evaluation, a phase's own metrics), so the file is only ever appended to, as the JSONL
+  history is. `pandas.read_csv(path).pivot(index="step", columns="name", values="value")` gives
+  the wide table.
+  """
+
+  def __init__(self, workdir: str, purge_step: int | None):
+    self.path = os.path.join(workdir, CSV_FILENAME)
+    if os.path.exists(self.path):
+      _drop_partial_last_line(self.path)
+      rows = read_csv_history(self.path)  # checks the header before anything is appended
+      if purge_step is not None and any(step >= purge_step for step, _, _ in rows):
+        kept = [r for r in rows if r[0] < purge_step]
+        _atomic_write(self.path, _csv_text([CSV_HEADER, *kept]))
+    else:
+      _atomic_write(self.path, _csv_text([CSV_HEADER]))
+    # O_APPEND and one write() per step, as for the JSONL history.
+    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+    self.where = self.path
+
+  def write(self, step: int, values: Mapping[str, float]) -> None:
+    os.write(self._fd, _csv_text([(step, n, v) for n, v in values.items()]).encode("utf-8"))
+
+  def flush(self) -> None:
+    os.fsync(self._fd)
+
+  def close(self) -> None:
+    os.close(self._fd)
+
+
+def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
+  out = io.StringIO()
+  csv.writer(out, lineterminator="\n").writerows(rows)
+  return out.getvalue()
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+class _WandbSink:
+  """Scalars to a Weights & Biases run (`WANDB_MODE=offline` keeps it on disk).
+
+  The run's id is kept in `<workdir>/wandb_run_id`, so a resumed run continues the same W&B run.
+  W&B cannot take back what a crashed run logged after its last checkpoint: the resumed run's
+  repeated steps are dropped by W&B (steps must increase); the JSONL and CSV histories are
+  purged of them.
+  """
+
+  def __init__(self, workdir: str, *, project: str, name: str, config: Mapping | None):
+    wandb = importlib.import_module("wandb")  # the optional `wandb` extra
+    id_path = os.path.join(workdir, WANDB_ID_FILENAME)
+    if os.path.exists(id_path):
+      with open(id_path, encoding="utf-8") as f:
+        run_id = f.read().strip()
+    else:
+      run_id = secrets.token_hex(6)  # W&B run ids: lowercase letters and digits
+      _atomic_write(id_path, run_id + "\n")
+    self._run = wandb.init(
+      project=project,
+      name=name or os.path.basename(os.path.normpath(workdir)),
+      id=run_id,
+      resume="allow",
+      dir=workdir,
+      config=dict(config or {}),
+    )
+    self.where = f"W&B run {run_id} ({self._run.dir})"
+
+  def write(self, step: int, values: Mapping[str, float]) -> None:
+    self._run.log(dict(values), step=step)
+
+  def flush(self) -> None:
+    pass  # W&B's own process streams the records
+
+  def close(self) -> None:
+    self._run.finish()
+
+
 class MetricWriter:
-  """Writes scalar metrics to TensorBoard and to an append-only JSONL history.
+  """Writes scalar metrics to an append-only JSONL history and to the other selected writers.
+
+  Writers (`writers`, from `config.metrics.writers`): "jsonl" (`<workdir>/metrics.jsonl`,
+  always), "tensorboard" (event files in the workdir), "csv" (`<workdir>/metrics.csv`, long
+  format) and "wandb" (a Weights & Biases run; the optional `wandb` extra).
 
   On opening an existing workdir the earlier history is loaded, so a resumed run keeps it. Pass
   `purge_step`, the first step the resumed run will log (checkpoint step + 1 if a step's
@@ -114,15 +285,27 @@ class MetricWriter:
     workdir: str | os.PathLike,
     *,
     purge_step: int | None = None,
-    tensorboard: bool = True,
+    writers: Sequence[str] = ("tensorboard", "jsonl"),
+    wandb_project: str = "grpojax",
+    wandb_name: str = "",
+    run_config: Mapping | None = None,
   ):
     """Opens the writers.
 
     Args:
-      workdir: directory for the event files and `metrics.jsonl`; created if missing.
+      workdir: directory for the files; created if missing.
       purge_step: drop history entries with `step >= purge_step`.
-      tensorboard: also write TensorBoard event files.
+      writers: names from `WRITERS`; must include "jsonl".
+      wandb_project: the W&B project ("wandb" writer).
+      wandb_name: the W&B run's display name; "" = the workdir's base name.
+      run_config: the run's config as a dict, attached to the W&B run.
+
+    Raises:
+      ValueError: a bad `writers` selection (see `writers_error`).
     """
+    error = writers_error(writers)
+    if error:
+      raise ValueError(f"writers {error}")
     self.workdir = os.fspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
     self.history_path = os.path.join(self.workdir, HISTORY_FILENAME)
@@ -132,23 +315,24 @@ class MetricWriter:
       if len(kept) != len(self._history):
         _rewrite_history(self.history_path, kept)
       self._history = kept
-    # tensorboardX names event files by the second and opens them with "wb": without a unique
-    # suffix, a writer reopened within the same second would erase the previous one's events.
-    self._tb = (
-      _tensorboardx().SummaryWriter(
-        logdir=self.workdir,
-        purge_step=purge_step,
-        flush_secs=30,
-        filename_suffix=f".{os.getpid()}.{time.time_ns()}",
-      )
-      if tensorboard
-      else None
-    )
     # O_APPEND: each record is one write() at the end of the file, so a crash can at worst
     # truncate the last line (which `read_history` skips), never interleave two records.
     self._fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     if not _ends_with_newline(self.history_path):
       os.write(self._fd, b"\n")  # Seal a partial last line so the next record starts clean.
+    self._sinks = []
+    try:
+      for name in writers:
+        if name == "tensorboard":
+          self._sinks.append(_TensorBoardSink(self.workdir, purge_step))
+        elif name == "csv":
+          self._sinks.append(_CsvSink(self.workdir, purge_step))
+        elif name == "wandb":
+          sink = _WandbSink(self.workdir, project=wandb_project, name=wandb_name, config=run_config)
+          self._sinks.append(sink)
+    except BaseException:
+      self.close()  # the writers opened so far, and the history
+      raise
 
   def __enter__(self) -> "MetricWriter":
     return self
@@ -161,38 +345,43 @@ class MetricWriter:
     """All records so far (earlier runs included), oldest first; a copy."""
     return [dict(r) for r in self._history]
 
+  @property
+  def destinations(self) -> list[str]:
+    """Where the metrics go, one phrase per writer (the JSONL history first)."""
+    return [self.history_path] + [sink.where for sink in self._sinks]
+
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    """Records one step's scalars.
+    """Records one step's scalars in every writer.
 
     Args:
       step: the training step.
       scalars: metric name -> scalar (Python number or 0-d/size-1 array). Non-finite values
-        are kept (as NaN/Infinity in the JSONL file).
+        are kept (as NaN/Infinity in the JSONL file, nan/inf in the CSV file).
     """
     values = {name: _to_float(name, value) for name, value in scalars.items()}
     record = {"step": int(step), **values}
     line = json.dumps(record) + "\n"
     os.write(self._fd, line.encode("utf-8"))
     self._history.append(record)
-    if self._tb is not None:
-      for name, value in values.items():
-        self._tb.add_scalar(name, value, global_step=int(step))
+    for sink in self._sinks:
+      sink.write(int(step), values)
 
   def flush(self) -> None:
-    """Pushes buffered events and the JSONL history to disk."""
-    if self._tb is not None:
-      self._tb.flush()
+    """Pushes buffered records of every writer to disk."""
+    for sink in self._sinks:
+      sink.flush()
     os.fsync(self._fd)
 
   def close(self) -> None:
-    """Flushes and closes; further writes are errors."""
+    """Flushes and closes every writer; further writes are errors."""
     if self._fd is None:
       return
     self.flush()
-    if self._tb is not None:
-      self._tb.close()
+    for sink in self._sinks:
+      sink.close()
     os.close(self._fd)
     self._fd = None
+    self._sinks = []
 
 
 class NullWriter:
@@ -206,132 +395,6 @@ class NullWriter:
 
   def close(self) -> None:
     pass
-
-
-def _format_value(value: Any) -> str:
-  if isinstance(value, bool | str):
-    return str(value)
-  if isinstance(value, int):
-    return str(value)
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    return str(value)
-  if value.is_integer() and abs(value) < 1e6:
-    return str(int(value))
-  return f"{value:.4g}"
-
-
-def format_console_line(
-  step: int, metrics: Mapping[str, Any], keys: Sequence[str] | None = None
-) -> str:
-  """A compact one-line summary, e.g. `step 120 | loss 0.01234 | reward 0.5 | kl -`.
-
-  Args:
-    step: the training step.
-    metrics: name -> value; arrays must be scalars.
-    keys: names to show, in this order (missing ones shown as "-"); None shows all, sorted.
-
-  Returns:
-    The line, floats to 4 significant digits.
-  """
-  names = sorted(metrics) if keys is None else keys
-  parts = [f"step {int(step)}"]
-  parts += [f"{k} {_format_value(metrics[k]) if k in metrics else '-'}" for k in names]
-  return " | ".join(parts)
-
-
-def progress(
-  iterable: Iterable,
-  desc: str,
-  *,
-  total: int | None = None,
-  enabled: bool | None = None,
-) -> Iterable:
-  """Wraps `iterable` in a tqdm progress bar on stderr.
-
-  Args:
-    iterable: what to iterate over.
-    desc: label shown before the bar.
-    total: number of items, when `iterable` has no length.
-    enabled: True or False forces the bar on or off; None shows it only when stderr is a
-      terminal, so logs and CI output stay clean.
-
-  Returns:
-    An iterable yielding the same items.
-  """
-  if enabled is None:
-    enabled = sys.stderr.isatty()
-  return tqdm.tqdm(
-    iterable, desc=desc, total=total, disable=not enabled, leave=False, dynamic_ncols=True
-  )
-
-
-def format_duration(seconds: float) -> str:
-  """`1h02m05s`, `3m07s` or `42s` (rounded to the second)."""
-  total = max(int(round(seconds)), 0)
-  hours, rest = divmod(total, 3600)
-  minutes, secs = divmod(rest, 60)
-  if hours:
-    return f"{hours}h{minutes:02d}m{secs:02d}s"
-  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def eta_line(done: int, total: int, *, since: int, elapsed_s: float) -> str:
-  """A progress line for logs where no progress bar shows (stderr not a terminal).
-
-  Args:
-    done: steps finished.
-    total: steps in the run.
-    since: the step this process started at (a resumed run's earlier steps took no time here).
-    elapsed_s: seconds since then.
-
-  Returns:
-    `progress: step 12/40 (30%), 0m24s elapsed, ETA 0m56s` (the ETA at this process's mean
-    step time so far).
-  """
-  ran = max(done - since, 1)
-  eta = elapsed_s / ran * max(total - done, 0)
-  percent = 100 * done // max(total, 1)
-  return (
-    f"progress: step {done}/{total} ({percent}%), {format_duration(elapsed_s)} elapsed, "
-    f"ETA {format_duration(eta)}"
-  )
-
-
-class Timer:
-  """Accumulates wall-clock seconds per named phase.
-
-  JAX dispatches asynchronously: block on the phase's outputs (`jax.block_until_ready`) inside
-  the `with` block, or the time lands in whichever later phase first waits for them.
-
-  Example:
-    timer = Timer()
-    with timer.phase("sample"):
-      completions = jax.block_until_ready(sample(...))
-    writer.write_scalars(step, timer.as_metrics())
-    timer.reset()
-  """
-
-  def __init__(self):
-    self.durations: dict[str, float] = {}
-
-  @contextlib.contextmanager
-  def phase(self, name: str) -> Iterator[None]:
-    """Context manager adding the time spent inside it to `durations[name]`."""
-    start = time.perf_counter()
-    try:
-      yield
-    finally:
-      self.durations[name] = self.durations.get(name, 0.0) + time.perf_counter() - start
-
-  def as_metrics(self, prefix: str = "time/") -> dict[str, float]:
-    """The durations as metrics named `<prefix><phase>`."""
-    return {prefix + name: seconds for name, seconds in self.durations.items()}
-
-  def reset(self) -> None:
-    """Forgets all durations."""
-    self.durations.clear()
 
 
 def _series(records: Iterable[Mapping], key: str) -> tuple[list[int], list[float]]:

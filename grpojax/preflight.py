@@ -106,12 +106,23 @@ def first_unknown_override(config: ml_collections.ConfigDict, argv: Sequence[str
   return None
 
 
+def _reward_checkpoints(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
+  """(field, path, file it needs) of the reward model and LLM judge directories, when set."""
+  reward = config.get("reward") or {}
+  out = []
+  for source in ("model", "judge"):
+    path = (reward.get(source) or {}).get("path", "")
+    out.append((f"reward.{source}.path", path, "config.json"))
+  return out
+
+
 def input_path_errors(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Messages for the run's input paths that are missing or of the wrong kind.
 
   Checks what the trainer would otherwise only find after its imports and set-up: the task's
-  JSON-lines files, the model checkpoint directory (with its `config.json`), the tokenizer
-  directory (with its `tokenizer.json`), and that an existing workdir is a directory.
+  JSON-lines files, the model, reward model and judge checkpoint directories (with their
+  `config.json`), the tokenizer directory (with its `tokenizer.json`), and that an existing
+  workdir is a directory.
   """
   errors = []
   for field in ("data_path", "heldout_path"):
@@ -121,6 +132,7 @@ def input_path_errors(config: ml_collections.ConfigDict, workdir: str) -> list[s
   for field, path, needs in (
     ("model.checkpoint", config.model.get("checkpoint", ""), "config.json"),
     ("tokenizer.path", config.tokenizer.get("path", ""), "tokenizer.json"),
+    *_reward_checkpoints(config),
   ):
     if not path:
       continue
@@ -131,3 +143,22 @@ def input_path_errors(config: ml_collections.ConfigDict, workdir: str) -> list[s
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     errors.append(f"--workdir: {workdir!r} exists and is not a directory")
   return errors
+
+
+def checkpoint_source(path: str) -> tuple[str, str]:
+  """What a checkpoint path names: `("run", path)` for a run directory with checkpoints under
+  `checkpoints/`, `("hf", dir)` for a run's exported `policy/` or a Hugging Face directory.
+
+  Raises:
+    ValueError: the path is none of these (the message names `--checkpoint`).
+  """
+  steps_dir = os.path.join(path, "checkpoints")
+  if os.path.isdir(steps_dir) and any(name.isdigit() for name in os.listdir(steps_dir)):
+    return "run", path
+  for candidate in (os.path.join(path, "policy"), path):
+    if os.path.isfile(os.path.join(candidate, "config.json")):
+      return "hf", candidate
+  raise ValueError(
+    f"--checkpoint: {path!r} is neither a grpojax run directory (checkpoints/ or policy/) nor "
+    f"a Hugging Face checkpoint directory (config.json)"
+  )

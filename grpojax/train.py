@@ -27,8 +27,8 @@ from absl import logging
 from flax import nnx
 
 from grpojax import checkpoint as checkpoint_lib
+from grpojax import console, models, precision, run_records, types
 from grpojax import metrics as metrics_lib
-from grpojax import models, precision, types
 from grpojax.parallel import host_data
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
@@ -480,11 +480,17 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   log(_banner(config, workdir, run.model), flush=True)
   if start:
     log(f"resumed from step {start} in {workdir}", flush=True)
-  writer = (
-    metrics_lib.MetricWriter(workdir, purge_step=start + 1 if start else None)
-    if is_main
-    else metrics_lib.NullWriter()
-  )
+  writer = metrics_lib.NullWriter()
+  if is_main:  # run_info.jsonl gains a line per start: a resume with another config shows
+    info = run_records.record_run_start(workdir, config, start_step=start)
+    writer = metrics_lib.MetricWriter(
+      workdir,
+      purge_step=start + 1 if start else None,
+      writers=config.metrics.writers,
+      wandb_project=config.metrics.wandb_project,
+      wandb_name=config.metrics.wandb_name,
+      run_config=info["config"],
+    )
   seed_key = jax.random.key(config.seed)
   eval_key = jax.random.fold_in(seed_key, 2**31 - 1)
   warm_eval = extra.get("warm_start_eval")
@@ -492,9 +498,9 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
 
   def evaluate(tag: str, step_: int) -> dict[str, float]:
     params = program.to_sampler(state.params)
-    res = rollout.evaluate(run, layout, program.sampler, params, config, eval_key)
+    res = rollout.evaluate(run, layout, program.sampler, params, config, eval_key).metrics
     writer.write_scalars(step_, {f"eval/{k}": v for k, v in res.items()})
-    log(f"[eval: {tag}] " + metrics_lib.format_console_line(step_, res), flush=True)
+    log(f"[eval: {tag}] " + console.format_console_line(step_, res), flush=True)
     return res
 
   if w == 0 and start == 0:
@@ -502,9 +508,7 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   # Without a progress bar (logs, CI, clusters), a progress line with the ETA every log_every.
   show_eta = not sys.stderr.isatty()
   t_start = time.perf_counter()
-  for step_ in metrics_lib.progress(
-    range(start, w + r), "train", enabled=None if is_main else False
-  ):
+  for step_ in console.progress(range(start, w + r), "train", enabled=None if is_main else False):
     t0 = time.perf_counter()
     key = jax.random.fold_in(seed_key, step_)
     spikes0 = spike_guard.spikes(state.opt_state)  # read before the update donates the state
@@ -537,10 +541,10 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
     if done % config.log_every == 0 or done == w + r:
       writer.write_scalars(done, logs)
       keys = _SFT_KEYS if step_ < w else [k for k in _RL_KEYS if k in logs]
-      log(metrics_lib.format_console_line(done, logs, keys=keys), flush=True)
+      log(console.format_console_line(done, logs, keys=keys), flush=True)
       if show_eta:
         elapsed = time.perf_counter() - t_start
-        log(metrics_lib.eta_line(done, w + r, since=start, elapsed_s=elapsed), flush=True)
+        log(console.eta_line(done, w + r, since=start, elapsed_s=elapsed), flush=True)
     if done == w:
       warm_eval = evaluate("after warm start", done)
       if r:
@@ -579,8 +583,7 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
     )
     log(
       f"wrote the policy to {os.path.join(workdir, 'policy')}, curves to "
-      f"{os.path.join(workdir, 'curves.png')}, metrics to {writer.history_path} and "
-      f"TensorBoard events to {workdir}",
+      f"{os.path.join(workdir, 'curves.png')}, metrics to {', '.join(writer.destinations)}",
       flush=True,
     )
   writer.close()

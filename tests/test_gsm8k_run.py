@@ -74,7 +74,14 @@ def test_gsm8k_recipe_runs_on_a_tiny_checkpoint(checkpoint_and_data, tmp_path, c
   config.task.data_path = data
   config.task.heldout_size = 1  # six rows: the 10% hash split holds out one
   result = train.train_and_evaluate(config, str(tmp_path))
-  assert set(result) == {"greedy_accuracy", "sample_accuracy", "pass@4"}
+  assert set(result) == {
+    "greedy_accuracy",
+    "avg@4",
+    "pass@4",
+    "maj@4",
+    "greedy_length",
+    "response_length",
+  }
   last = capsys.readouterr().out.strip().splitlines()[-1]
   assert last.startswith("held-out accuracy: warm start ")
   # The trained policy is written back as a checkpoint the loader (and transformers) reads.

@@ -1,7 +1,7 @@
 """Imports run one way, leaf to root, and none hides in a function body.
 
-  types, preflight -> parallel, precision, tasks, checkpoint, metrics -> models -> sampling
-        -> objectives -> rl -> train, dry_run, main
+  types, preflight -> parallel, precision, tasks, checkpoint, metrics, run_records, console
+        -> models -> sampling -> objectives -> rl -> train, dry_run, main, eval_run -> evaluate
 
 A module may import grpojax modules of a strictly lower layer, or of its own package. An import
 of grpojax inside a function (the usual way to dodge a cycle) fails too.
@@ -22,6 +22,8 @@ LAYERS = {
   "tasks": 1,
   "checkpoint": 1,
   "metrics": 1,
+  "run_records": 1,
+  "console": 1,
   "models": 2,
   "sampling": 3,
   "objectives": 4,
@@ -29,6 +31,8 @@ LAYERS = {
   "train": 6,
   "dry_run": 7,
   "main": 7,
+  "eval_run": 7,
+  "evaluate": 8,
 }
 
 

@@ -110,3 +110,18 @@ def test_the_module_imports_no_accelerator_stack():
     [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
   )
   assert out.stdout.strip() == "['grpojax.preflight']"
+
+
+def test_missing_reward_checkpoints_are_named(tmp_path):
+  config = _config()
+  config.reward = ml_collections.ConfigDict(
+    {"model": {"path": str(tmp_path / "rm")}, "judge": {"path": str(tmp_path)}}
+  )
+  assert preflight.input_path_errors(config, str(tmp_path / "workdir")) == [
+    f"config.reward.model.path: no directory {str(tmp_path / 'rm')!r}",
+    f"config.reward.judge.path: {str(tmp_path)!r} holds no config.json",
+  ]
+  (tmp_path / "rm").mkdir()
+  (tmp_path / "rm" / "config.json").write_text("{}")
+  (tmp_path / "config.json").write_text("{}")
+  assert preflight.input_path_errors(config, str(tmp_path / "workdir")) == []

@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from grpojax import checkpoint as checkpoint_lib
-from grpojax import train, types
+from grpojax import metrics as metrics_lib
+from grpojax import run_records, train, types
 from grpojax.parallel import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +102,7 @@ def _final_params(workdir):
 def test_killed_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
   config = _local_config()
   config.train.steps = 3  # steps 0-1 warm start, 2-4 RL; checkpoints at 2 and 4 and 5
+  config.metrics.writers = ("jsonl", "csv")
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   train.train_and_evaluate(config, straight)
 
@@ -119,6 +121,15 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
   monkeypatch.setattr(train, "_rl_step", real_step)
   train.train_and_evaluate(config, killed)
 
+  # Run tracking: one start record per start; the CSV purged of the killed run's extra steps.
+  assert [r["start_step"] for r in run_records.read_run_info(killed)] == [0, 2]
+  assert run_records.read_run_info(killed)[0]["config"]["train"]["steps"] == 3
+
+  def tracked(workdir):  # (step, name) of every CSV row; timings differ between the runs
+    rows = metrics_lib.read_csv_history(os.path.join(workdir, metrics_lib.CSV_FILENAME))
+    return [(step, name) for step, name, _ in rows]
+
+  assert tracked(killed) == tracked(straight)
   step_a, leaves_a = _final_params(straight)
   step_b, leaves_b = _final_params(killed)
   assert step_a == step_b == 5
@@ -231,6 +242,7 @@ def test_aqn_noise_reaches_only_the_samplers_norm_scales():
   "overrides, error",
   [
     ({"rollout.top_p": 2.0}, r"config\.rollout\.top_p"),  # fails validation
+    ({"metrics.writers": ("tensorbord", "jsonl")}, r"config\.metrics\.writers: unknown writer"),
     # valid alone, but 2 x 3 rows do not split over the 8 devices: fails while building
     ({"rollout.samples_per_prompt": 3, "train.microbatch_rows": 6}, "rollout"),
   ],

@@ -164,41 +164,7 @@ def from_pretrained(
       or unreadable. Nothing is built unless every check passes.
   """
   cfg = config_lib.load_config(checkpoint_dir)
-  plain = build.abstract_policy(cfg, dtype=dtype, param_dtype=param_dtype)
-  flat = nnx.to_flat_state(nnx.state(plain))
-  expected = {}
-  for path, var in flat:
-    name, transposed = hf_name(path)
-    shape = tuple(var.get_value().shape)
-    expected[name] = (path, shape[::-1] if transposed else shape, transposed)
-
-  files = _checkpoint_files(checkpoint_dir)
-  missing = sorted(set(expected) - set(files))
-  if missing:
-    raise ValueError(f"{checkpoint_dir}: checkpoint lacks tensor(s) {missing}")
-  extra = sorted(
-    n
-    for n in set(files) - set(expected)
-    if not n.endswith(_IGNORED_SUFFIXES) and not (cfg.tie_word_embeddings and n == "lm_head.weight")
-  )
-  if extra:
-    raise ValueError(
-      f"{checkpoint_dir}: unexpected tensor(s) {extra} for a "
-      f"{cfg.model_type} model with this config.json"
-    )
-  for name, (_, shape, _) in expected.items():
-    got = _tensor_shape(files[name], name)
-    if got != shape:
-      raise ValueError(f"{files[name]}: tensor {name!r} has shape {got}, expected {shape}")
-
-  arrays = _read_tensors(files, set(expected))
-  values = {}
-  for name, (path, _, transposed) in expected.items():
-    a = arrays[name]
-    if transposed:
-      a = a.T
-    values[path] = jnp.asarray(a, dtype=param_dtype)
-  decoder_params = nnx.from_flat_state([(path, var.replace(values[path])) for path, var in flat])
+  decoder_params, _ = read_decoder_params(checkpoint_dir, cfg, param_dtype=param_dtype)
   return build.assemble(
     decoder_params,
     cfg,
@@ -210,6 +176,69 @@ def from_pretrained(
     activation_sharding=activation_sharding,
     heads=heads,
   )
+
+
+def read_decoder_params(
+  checkpoint_dir: str,
+  cfg: config_lib.ModelConfig,
+  *,
+  param_dtype=jnp.float32,
+  extra: tuple[str, ...] = (),
+) -> tuple[nnx.State, dict[str, np.ndarray]]:
+  """Reads a plain decoder's parameters, and the named extra tensors, from a checkpoint.
+
+  Args:
+    checkpoint_dir: holds `model.safetensors` or a sharded set with its index.
+    cfg: the decoder's architecture (with `tie_word_embeddings` the checkpoint needs no
+      `lm_head.weight`; a sequence classifier, which has none, is read that way).
+    param_dtype: dtype the decoder's parameters are cast to.
+    extra: names of further tensors the checkpoint must hold (e.g. a classifier's
+      `score.weight`), returned as stored.
+
+  Returns:
+    (the state of a `Decoder(cfg)` under the default precision policy without heads,
+    extra name -> NumPy array).
+
+  Raises:
+    FileNotFoundError, ValueError: naming the file or tensor that is missing, extra, mis-shaped
+      or unreadable. Nothing is read unless every check passes.
+  """
+  plain = build.abstract_policy(cfg, param_dtype=param_dtype)
+  flat = nnx.to_flat_state(nnx.state(plain))
+  expected = {}
+  for path, var in flat:
+    name, transposed = hf_name(path)
+    shape = tuple(var.get_value().shape)
+    expected[name] = (path, shape[::-1] if transposed else shape, transposed)
+
+  files = _checkpoint_files(checkpoint_dir)
+  missing = sorted((set(expected) | set(extra)) - set(files))
+  if missing:
+    raise ValueError(f"{checkpoint_dir}: checkpoint lacks tensor(s) {missing}")
+  unexpected = sorted(
+    n
+    for n in set(files) - set(expected) - set(extra)
+    if not n.endswith(_IGNORED_SUFFIXES) and not (cfg.tie_word_embeddings and n == "lm_head.weight")
+  )
+  if unexpected:
+    raise ValueError(
+      f"{checkpoint_dir}: unexpected tensor(s) {unexpected} for a "
+      f"{cfg.model_type} model with this config.json"
+    )
+  for name, (_, shape, _) in expected.items():
+    got = _tensor_shape(files[name], name)
+    if got != shape:
+      raise ValueError(f"{files[name]}: tensor {name!r} has shape {got}, expected {shape}")
+
+  arrays = _read_tensors(files, set(expected) | set(extra))
+  values = {}
+  for name, (path, _, transposed) in expected.items():
+    a = arrays[name]
+    if transposed:
+      a = a.T
+    values[path] = jnp.asarray(a, dtype=param_dtype)
+  decoder_params = nnx.from_flat_state([(path, var.replace(values[path])) for path, var in flat])
+  return decoder_params, {name: arrays[name] for name in extra}
 
 
 def _tensor_shape(path: str, name: str) -> tuple[int, ...]:

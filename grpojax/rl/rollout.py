@@ -285,6 +285,7 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
   p, g = ro.prompts_per_step, ro.samples_per_prompt
   source_state = data.source
   batches: list[_Batch] = []
+  model_metrics: list[dict] = []  # per generation batch, from `run.reward_models`
 
   def generate_batch():
     nonlocal source_state
@@ -307,6 +308,10 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
       [run.task.reward_fn(t, ex) for t, ex in zip(gen.texts, gen.examples, strict=True)]
     )
     local = scores.astype(np.float32)
+    if run.reward_models is not None:  # a reward model or LLM judge, weighted (rl.model_rewards)
+      extra, extra_metrics = run.reward_models(gen.texts, gen.examples)
+      local = local + extra
+      model_metrics.append(extra_metrics)
     # Correct = full reward (as evaluation.correctness), read off the scores: a verifier that
     # runs under a time limit is not asked twice.
     correct = _gather_rows(layout, gen, (scores >= 1.0).astype(np.float32))
@@ -322,6 +327,9 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     return group_edits.refill_signal(rewards, correct, config.rollout.refill.metric).reshape(p, g)
 
   timeouts_before = reward_timeouts(run.task.reward_fn)
+  # Configured reward functions (`reward.fns`) keep running totals of their components.
+  components = getattr(run.task.reward_fn, "metrics_since", None)
+  components_before = None if components is None else run.task.reward_fn.snapshot()
   picks = edit([generate_batch()], generate_batch)
   if len(picks) != p:
     raise ValueError(f"the group edit returned {len(picks)} groups for a batch of {p}")
@@ -361,8 +369,12 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     "rollout/generation_batches": float(len(batches)),
     "rollout/informative_groups": float(informative.sum()),
   }
+  if model_metrics:  # this process's rows of the first generation batch, as reward/mean
+    metrics.update(model_metrics[0])
   if timeouts_before is not None:  # answers this process's verifier ran out of time on
     metrics["reward/timeouts"] = float(reward_timeouts(run.task.reward_fn) - timeouts_before)
+  if components is not None:  # means over this process's rows of every generation batch
+    metrics.update(components(components_before))
   batch = step.Batch(
     seqs=seqs,
     sampler_logprobs=field("sampling_logprobs"),
@@ -421,21 +433,62 @@ def sft_sequences(run, layout, config, ids: np.ndarray) -> types.Sequences:
   )
 
 
-def evaluate(run, layout, sampler, params, config, key) -> dict[str, float]:
-  """Held-out greedy accuracy and unbiased pass@k at the rollout temperature."""
+class Evaluation(NamedTuple):
+  """A held-out evaluation, the same on every process.
+
+  Attributes:
+    metrics: `evaluation.summarize`'s metrics (greedy accuracy, avg@n, pass@k, maj@k, lengths).
+    records: one JSON-ready record per example (`evaluation.example_records`).
+  """
+
+  metrics: dict[str, float]
+  records: list[dict]
+
+
+def _scored(run, layout, gen: Generated, num_rows: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """The first `num_rows` rows' texts, rewards and lengths, on every process.
+
+  Each process verifies only the rows it holds (the rewards are then shared); every process
+  decodes every row, as the majority vote needs all of a prompt's answers.
+  """
+  comp = gen.completions
+  rewards = evaluation.rewards(gen.texts, gen.examples, run.task.reward_fn)
+  mask = host_data.to_numpy(comp.mask)
+  texts = decode_completions(
+    run.tokenizer, host_data.to_numpy(comp.tokens)[:num_rows], mask[:num_rows]
+  )
+  lengths = mask.sum(axis=1)[:num_rows]
+  return texts, _gather_rows(layout, gen, rewards)[:num_rows], lengths
+
+
+def evaluate(run, layout, sampler, params, config, key, examples=None) -> Evaluation:
+  """Greedy and sampled completions of held-out examples, scored (`grpojax.rl.evaluation`).
+
+  The trainer's periodic evaluation and `python -m grpojax.evaluate` both call this. Prompts go
+  in chunks of `eval.batch_prompts` (the last padded with its last problem: one compilation),
+  each decoded greedily and sampled `eval.samples` times at the rollout temperature; k of pass@k
+  and maj@k is `eval.pass_k`.
+
+  Args:
+    run, layout, sampler, params, config: the run's pieces, as for `sample_groups`.
+    key: the sampling key (chunk c samples with `fold_in(key, c's first index)`).
+    examples: the examples; None: the first `eval.num_prompts` of the task's held-out set.
+
+  Returns:
+    The `Evaluation`.
+  """
   ev = config.eval
-  heldout = list(run.task.heldout)[: ev.num_prompts]
-  chunk = ev.batch_prompts
+  if examples is None:
+    examples = list(run.task.heldout)[: ev.num_prompts]
+  chunk, n = ev.batch_prompts, ev.samples
   greedy, sampled = [], []
-  for start in range(0, len(heldout), chunk):
-    part = heldout[start : start + chunk]
-    # A fixed shape (the last chunk padded with its last problem): one compilation.
+  for start in range(0, len(examples), chunk):
+    part = examples[start : start + chunk]
     example_at = lambda i, part=part: part[min(i, len(part) - 1)]
     gen = _generate(
       run, layout, sampler, params, config, example_at, chunk, key, num_samples=1, greedy=True
     )
-    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
-    greedy.append(_gather_rows(layout, gen, correct.astype(np.float32))[: len(part)])
+    greedy.append(_scored(run, layout, gen, len(part)))
     gen = _generate(
       run,
       layout,
@@ -445,15 +498,33 @@ def evaluate(run, layout, sampler, params, config, key) -> dict[str, float]:
       example_at,
       chunk,
       jax.random.fold_in(key, start),
-      num_samples=ev.samples,
+      num_samples=n,
       greedy=False,
     )
-    correct = evaluation.correctness(gen.texts, gen.examples, run.task.reward_fn)
-    c = _gather_rows(layout, gen, correct.astype(np.float32))
-    sampled.append(c.reshape(chunk, ev.samples)[: len(part)])
-  correct_pg = np.concatenate(sampled)
-  return {
-    "greedy_accuracy": float(np.concatenate(greedy).mean()),
-    "sample_accuracy": float(correct_pg.mean()),
-    f"pass@{ev.pass_k}": evaluation.mean_pass_at_k(correct_pg, ev.pass_k),
-  }
+    sampled.append(_scored(run, layout, gen, len(part) * n))
+  greedy_texts = [t for texts, _, _ in greedy for t in texts]
+  greedy_rewards = np.concatenate([r for _, r, _ in greedy])
+  greedy_lengths = np.concatenate([length for _, _, length in greedy])
+  flat_texts = [t for texts, _, _ in sampled for t in texts]
+  texts_pn = [flat_texts[i * n : (i + 1) * n] for i in range(len(examples))]
+  rewards_pn = np.concatenate([r for _, r, _ in sampled]).reshape(-1, n)
+  lengths_pn = np.concatenate([length for _, _, length in sampled]).reshape(-1, n)
+  metrics = evaluation.summarize(
+    greedy_correct_p=greedy_rewards >= 1.0,
+    greedy_lengths_p=greedy_lengths,
+    correct_pn=rewards_pn >= 1.0,
+    answers_pn=[[evaluation.extract_answer(t) for t in texts] for texts in texts_pn],
+    lengths_pn=lengths_pn,
+    k=ev.pass_k,
+  )
+  records = evaluation.example_records(
+    examples,
+    greedy_texts=greedy_texts,
+    greedy_rewards=greedy_rewards,
+    greedy_lengths=greedy_lengths,
+    texts_pn=texts_pn,
+    rewards_pn=rewards_pn,
+    lengths_pn=lengths_pn,
+    k=ev.pass_k,
+  )
+  return Evaluation(metrics, records)

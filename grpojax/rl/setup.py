@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from grpojax import models, objectives, precision, tasks
+from grpojax import metrics, models, objectives, precision, tasks
 from grpojax.models import char_tokenizer, tokenizers
 from grpojax.parallel import rules
-from grpojax.rl import group_edits, rephrase
-from grpojax.tasks import gsm8k
+from grpojax.rl import group_edits, model_rewards, rephrase
+from grpojax.tasks import gsm8k, plugins
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -44,6 +44,8 @@ class Run:
     objective: the composed RL objective.
     model: the initial policy (random or loaded; abstract for a compile-only run).
     encode_prompt: example -> prompt token ids (chat template applied when configured).
+    reward_models: the reward model and LLM judge added to the task's reward
+      (`model_rewards.ModelRewards`), or None when neither is configured.
   """
 
   tokenizer: Any
@@ -51,6 +53,7 @@ class Run:
   objective: objectives.Objective
   model: models.Decoder
   encode_prompt: Callable[[Any], list[int]]
+  reward_models: model_rewards.ModelRewards | None = None
 
 
 def precision_policy(config: ml_collections.ConfigDict) -> precision.PrecisionPolicy:
@@ -132,6 +135,10 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     f"must lie in (0, max_len={overlong.max_len}]",
   )
   _require(overlong.penalty_factor >= 0, "reward.overlong.penalty_factor", "must be >= 0")
+  try:
+    model_rewards.check_config(config.reward)
+  except ValueError as error:  # its messages start with the field
+    raise ConfigError(str(error)) from None
   br = ro.branch
   _require(br.max_pivots >= 1, "rollout.branch.max_pivots", "must be >= 1")
   _require(br.tokens_per_node >= 1, "rollout.branch.tokens_per_node", "must be >= 1")
@@ -188,11 +195,14 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
   )
   _require(config.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
   _require(config.checkpoint.min_free_gb >= 0, "checkpoint.min_free_gb", "must be >= 0")
+  writers_error = metrics.writers_error(config.metrics.writers)
+  _require(writers_error is None, "metrics.writers", str(writers_error))
   _require(
-    config.task.name != "gsm8k" or config.task.data_path,
+    config.task.name not in ("gsm8k", DATA_TASK) or config.task.data_path,
     "task.data_path",
-    "the gsm8k task reads a local JSON-lines file: set task.data_path",
+    f"the {config.task.name} task reads a local data file: set task.data_path",
   )
+  _validate_plugins(config)
   _require(
     not config.task.data_path or config.model.checkpoint or config.tokenizer.path,
     "tokenizer.path",
@@ -237,6 +247,43 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
   )
   _validate_temperature_policy(config, objective)
   return objective
+
+
+# `task.name` of a task read from any JSON-lines or Parquet file through `task.fields`.
+DATA_TASK = "data"
+
+
+def _validate_plugins(config) -> None:
+  """The task's and the rewards' import paths resolve and the data task's settings are known
+  (what the task factory returns, and what the rewards return, is checked in `build_run`)."""
+  t = config.task
+  try:
+    if plugins.is_import_path(t.name):
+      plugins.resolve(t.name, "task.name")
+    plugins.resolve_rewards(config.reward.fns, config.reward.weights)
+  except plugins.PluginError as error:
+    raise ConfigError(str(error)) from None
+  _require(
+    plugins.is_import_path(t.name)
+    or t.name in (*tasks.BUILTIN_TASKS, "gsm8k", DATA_TASK)
+    or bool(t.data_path),
+    "task.name",
+    f"unknown task {t.name!r}; built-in tasks are {(*tasks.BUILTIN_TASKS, 'gsm8k', DATA_TASK)}, "
+    "or a factory by import path 'module.path:function'",
+  )
+  _require(
+    not t.kwargs or plugins.is_import_path(t.name),
+    "task.kwargs",
+    "keyword arguments go to a task factory named by import path in task.name",
+  )
+  _require(t.verifier in plugins.VERIFIERS, "task.verifier", f"must be one of {plugins.VERIFIERS}")
+  for key in ("prompt", "answer"):
+    _require(bool(t.fields[key]), f"task.fields.{key}", "must name a key of the data rows")
+  _require(
+    config.reward.on_error in plugins.ON_ERROR,
+    "reward.on_error",
+    f"must be one of {plugins.ON_ERROR}, got {config.reward.on_error!r}",
+  )
 
 
 def _validate_temperature_policy(config, objective) -> None:
@@ -379,13 +426,34 @@ def build_task(
   prompt_len: Callable[[str], int] | None = None,
   max_prompt_len: int | None = None,
 ):
-  """A built-in generated task, or a GSM8K-format JSON-lines file when `task.data_path` is set.
+  """A task factory by import path (`task.name="module:function"`, called with `task.kwargs`),
+  a `data` file read through `task.fields` and scored by `task.verifier`, a GSM8K-format file
+  (any other name with `task.data_path` set), or a built-in generated task.
 
   A data file is prepared once into tfds array_record files under `data_dir`; given
   `prompt_len` (question -> prompt tokens) and `max_prompt_len`, every row's prompt is checked
   first (`task.skip_long` drops overlong rows instead of failing at the first, by file:line).
   """
+  if plugins.is_import_path(t.name):
+    try:
+      return plugins.make_task(t.name, t.kwargs.to_dict())
+    except plugins.PluginError as error:
+      raise ConfigError(str(error)) from None
   if t.data_path:
+    data = {}
+    if t.name == DATA_TASK:
+      f = t.fields
+      data = dict(
+        name=DATA_TASK,
+        fields=gsm8k.Fields(
+          prompt=f.prompt,
+          answer=f.answer,
+          solution=f.solution,
+          marker=f.marker,
+          numeric=t.verifier == "numeric",
+        ),
+        reward_fn=plugins.make_verifier(t.verifier),
+      )
     return gsm8k.make_task(
       t.data_path,
       seed=t.seed,
@@ -395,6 +463,7 @@ def build_task(
       prompt_len=prompt_len,
       max_prompt_len=max_prompt_len,
       skip_long=t.skip_long,
+      **data,
     )
   return tasks.make_task(
     t.name,
@@ -403,6 +472,21 @@ def build_task(
     heldout_size=t.heldout_size,
     operators=t.operators,
   )
+
+
+def with_rewards(task, reward: ml_collections.ConfigDict):
+  """The task with its reward replaced by `reward.fns` (a `plugins.RewardSum`), each function
+  tried once on the first held-out example to check what it returns; unchanged when empty."""
+  if not reward.fns:
+    return task
+  try:
+    named = plugins.resolve_rewards(reward.fns, reward.weights, task.reward_fn)
+    combined = plugins.RewardSum(named, on_error=reward.on_error)
+    if len(task.heldout):
+      plugins.check_rewards(combined, task.heldout[0])
+  except plugins.PluginError as error:
+    raise ConfigError(str(error)) from None
+  return dataclasses.replace(task, reward_fn=combined)
 
 
 def build_run(
@@ -433,6 +517,7 @@ def build_run(
     prompt_len=lambda prompt: len(encode_text(prompt)),
     max_prompt_len=config.rollout.max_prompt_len,
   )
+  task = with_rewards(task, config.reward)
   model = build_model(
     config, tok, heads_for(objective), activation_sharding=activation_sharding, abstract=abstract
   )
@@ -441,10 +526,15 @@ def build_run(
       f"config.model: the policy's vocabulary ({model.config.vocab_size}) is "
       f"smaller than the tokenizer's ({tok.vocab_size})"
     )
+  try:  # a compile-only run loads no reward checkpoints
+    reward_models = None if abstract else model_rewards.from_config(config.reward)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   return Run(
     tokenizer=tok,
     task=task,
     objective=objective,
     model=model,
     encode_prompt=lambda example: encode_text(example.prompt),
+    reward_models=reward_models,
   )

@@ -8,7 +8,9 @@ task.heldout                       # fixed held-out examples, disjoint from ever
 ```
 
 Modules: `example` (Example, Task, the hash split), `arithmetic` and `countdown` (generated
-tasks), `gsm8k` (JSON lines through tfds array_record files and grain), `verifiers` (exact,
+tasks), `gsm8k` (GSM8K or any JSON-lines / Parquet data with configured fields, through tfds
+array_record files and grain), `plugins` (a user's task factory and weighted reward functions
+by import path), `verifiers` (exact,
 numeric, countdown and format rewards), `math_verifier` (LaTeX answers by math-verify in a
 time-limited worker process), `shaping` (DAPO's overlong penalty). Importing this package
 loads only NumPy-light modules; import `gsm8k` (tfds, grain), `math_verifier` (sympy) and

@@ -24,11 +24,14 @@ class Example:
     prompt: the text the policy continues.
     answer: the reference final answer, compared against by the task's reward function.
     solution: a short worked completion that earns full reward, for a supervised warm start.
+    source: where it came from (`file:line` for data files; "" for generated problems), for
+      error messages.
   """
 
   prompt: str
   answer: str
   solution: str
+  source: str = ""
 
 
 # (completion, example) -> reward; completions may arrive as bytes.

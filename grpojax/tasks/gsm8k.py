@@ -1,6 +1,9 @@
-"""GSM8K-format JSON lines through tensorflow-datasets array_record files and grain, without TF.
+"""Question/answer data (JSON lines or Parquet) through tfds array_record files and grain, no TF.
 
-Each line of a file is `{"question": ..., "answer": "... #### 42"}`. The files are validated
+By default each line of a file is GSM8K's `{"question": ..., "answer": "... #### 42"}`; a
+`Fields` names other keys (prompt, answer, solution), an optional marker before the final answer
+and whether that answer must be a number, and `.parquet` files are read as tables of the same
+columns (a row's location is `file:row N`). The files are validated
 (every malformed row is reported as `file:line`), then written once by a tfds
 `GeneratorBasedBuilder` into `data_dir` as array_record files, then read back through
 `builder.as_data_source(split)` (random access, no TensorFlow) wrapped in a
@@ -35,6 +38,29 @@ _MARKER = "####"
 
 
 @dataclasses.dataclass(frozen=True)
+class Fields:
+  """Where a data row keeps its parts.
+
+  Attributes:
+    prompt: the key of the prompt text.
+    answer: the key of the reference answer (its text after the last `marker`, when set).
+    solution: the key of the worked solution used by a supervised warm start ("" = the answer
+      key's whole text).
+    marker: "" or the text after whose last occurrence the final answer stands (GSM8K's `####`).
+    numeric: the final answer must be a number (thousands commas are dropped).
+  """
+
+  prompt: str = "question"
+  answer: str = "answer"
+  solution: str = ""
+  marker: str = _MARKER
+  numeric: bool = True
+
+
+GSM8K = Fields()
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
   """One validated line of a GSM8K-format file.
 
@@ -51,70 +77,107 @@ class Row:
   source: str
 
 
-def parse_row(line: str, source: str) -> Row:
-  """Validates one line of a GSM8K-format file.
+def parse_row(line: str, source: str, fields: Fields = GSM8K) -> Row:
+  """Validates one line of a JSON-lines file.
 
   Args:
     line: the line's text.
     source: its location, `file:line`, for error messages.
+    fields: where the row keeps its parts.
 
   Returns:
     The row.
 
   Raises:
-    ValueError: the line is not a JSON object with string `question` and `answer`, or the answer
-      has no `####` followed by a number; the message starts with `source`.
+    ValueError: the line is not a JSON object with the fields, or its final answer is missing
+      or (for numeric answers) not a number; the message starts with `source`.
   """
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
     raise ValueError(f"{source}: invalid JSON: {e}") from None
+  return parse_record(record, source, fields)
+
+
+def _field_text(record: Mapping, key: str, source: str, *, numbers_ok: bool) -> str:
+  if key not in record:
+    raise ValueError(f"{source}: missing key {key!r}")
+  value = record[key]
+  if numbers_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+    return str(value)
+  if not isinstance(value, str):
+    raise ValueError(f"{source}: {key!r} must be a string, got {type(value).__name__}")
+  return value
+
+
+def parse_record(record, source: str, fields: Fields = GSM8K) -> Row:
+  """Validates one record (a JSON object or a Parquet row); see `parse_row`."""
   if not isinstance(record, dict):
     raise ValueError(f"{source}: expected a JSON object, got {type(record).__name__}")
-  for key in ("question", "answer"):
-    if key not in record:
-      raise ValueError(f"{source}: missing key {key!r}")
-    if not isinstance(record[key], str):
-      raise ValueError(f"{source}: {key!r} must be a string, got {type(record[key]).__name__}")
-  answer = record["answer"]
-  marker = answer.rfind(_MARKER)
-  if marker < 0:
-    raise ValueError(f"{source}: answer has no {_MARKER!r} before the final answer")
-  final = answer[marker + len(_MARKER) :].strip()
-  value = verifiers.parse_number(final)
-  if value is None:
-    raise ValueError(f"{source}: final answer {final!r} after {_MARKER!r} is not a number")
-  return Row(
-    question=record["question"],
-    answer=answer,
-    final_answer=final.replace(",", "").replace("\u2212", "-"),
-    source=source,
-  )
+  question = _field_text(record, fields.prompt, source, numbers_ok=False)
+  answer = _field_text(record, fields.answer, source, numbers_ok=True)
+  final = answer
+  if fields.marker:
+    marker = answer.rfind(fields.marker)
+    if marker < 0:
+      raise ValueError(
+        f"{source}: {fields.answer!r} has no {fields.marker!r} before the final answer"
+      )
+    final = answer[marker + len(fields.marker) :]
+  final = final.strip()
+  if fields.numeric:
+    if verifiers.parse_number(final) is None:
+      after = f" after {fields.marker!r}" if fields.marker else ""
+      raise ValueError(f"{source}: final answer {final!r}{after} is not a number")
+    final = final.replace(",", "").replace("\u2212", "-")
+  elif not final:
+    raise ValueError(f"{source}: the final answer in {fields.answer!r} is empty")
+  solution = answer
+  if fields.solution:
+    solution = _field_text(record, fields.solution, source, numbers_ok=True)
+  return Row(question=question, answer=solution, final_answer=final, source=source)
 
 
-def read_rows(path: str | pathlib.Path) -> list[Row]:
-  """Reads and validates a GSM8K-format JSON-lines file; blank lines are skipped.
+def _read_parquet(path: str | pathlib.Path, fields: Fields) -> list[Row]:
+  # pyarrow comes with tensorflow-datasets' dependencies; imported only for Parquet files.
+  import pyarrow.parquet  # noqa: PLC0415
+
+  if not pathlib.Path(path).is_file():
+    raise FileNotFoundError(f"no file {str(path)!r}")
+  try:
+    records = pyarrow.parquet.read_table(path).to_pylist()
+  except Exception as e:  # noqa: BLE001 (pyarrow raises several kinds on a bad file)
+    raise ValueError(f"{path}: not a readable Parquet file: {e}") from None
+  return [parse_record(r, f"{path}:row {i}", fields) for i, r in enumerate(records, start=1)]
+
+
+def read_rows(path: str | pathlib.Path, fields: Fields = GSM8K) -> list[Row]:
+  """Reads and validates a JSON-lines file (blank lines skipped) or a `.parquet` file.
 
   Args:
     path: the file.
+    fields: where each row keeps its parts.
 
   Returns:
     Its rows, in file order.
 
   Raises:
     FileNotFoundError: the file does not exist.
-    ValueError: a line is malformed or not UTF-8; the message names `file:line`.
+    ValueError: a row is malformed or not UTF-8; the message names `file:line` (`file:row N`).
   """
-  rows = []
-  with open(path, "rb") as f:
-    for number, raw in enumerate(f, start=1):
-      source = f"{path}:{number}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{source}: not UTF-8: {e}") from None
-      if line.strip():
-        rows.append(parse_row(line, source))
+  if str(path).endswith(".parquet"):
+    rows = _read_parquet(path, fields)
+  else:
+    rows = []
+    with open(path, "rb") as f:
+      for number, raw in enumerate(f, start=1):
+        source = f"{path}:{number}"
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise ValueError(f"{source}: not UTF-8: {e}") from None
+        if line.strip():
+          rows.append(parse_row(line, source, fields))
   if not rows:
     raise ValueError(f"{path}: no rows")
   return rows
@@ -128,6 +191,7 @@ class JsonlConfig(tfds.core.BuilderConfig):
     heldout_fraction: None, or the share of the `train` files' rows (by a hash of the question)
       written to a `heldout` split instead of `train`.
     skip_sources: the `file:line` of rows left out (prompts over the budget).
+    fields: where each row keeps its parts.
   """
 
   def __init__(
@@ -136,12 +200,14 @@ class JsonlConfig(tfds.core.BuilderConfig):
     split_files: Mapping[str, Sequence[str]],
     heldout_fraction: float | None = None,
     skip_sources: frozenset[str] = frozenset(),
+    fields: Fields = GSM8K,
     **kwargs,
   ):
     super().__init__(**kwargs)
     self.split_files = {split: tuple(files) for split, files in split_files.items()}
     self.heldout_fraction = heldout_fraction
     self.skip_sources = frozenset(skip_sources)
+    self.fields = fields
 
 
 class JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -183,9 +249,10 @@ class JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self, files: Sequence[str], heldout: bool | None = None
   ) -> Iterator[tuple[int, dict[str, str]]]:
     key = 0
-    skip = self.builder_config.skip_sources
+    config = self.builder_config
+    skip = config.skip_sources
     for path in files:
-      rows = [row for row in read_rows(path) if row.source not in skip]
+      rows = [row for row in read_rows(path, config.fields) if row.source not in skip]
       for row in _split_rows(rows, self.builder_config.heldout_fraction, heldout):
         yield key, dataclasses.asdict(row)
         key += 1
@@ -202,10 +269,14 @@ def _fingerprint(
   split_files: Mapping[str, Sequence[str]],
   heldout_fraction: float | None,
   skip_sources: frozenset[str] = frozenset(),
+  fields: Fields = GSM8K,
 ) -> str:
   """A short hash of the split names, each file's path (kept in `source`) and contents, the
-  held-out share and the rows left out."""
+  held-out share, the rows left out and the fields read (GSM8K's add nothing, so copies
+  prepared before fields existed stay valid)."""
   digest = hashlib.sha256(f"heldout {heldout_fraction!r}\n".encode())
+  if fields != GSM8K:
+    digest.update(f"fields {fields!r}\n".encode())
   for source in sorted(skip_sources):
     digest.update(f"skip {source}\n".encode())
   for split in sorted(split_files):
@@ -261,6 +332,7 @@ def make_builder(
   prompt_len: Callable[[str], int] | None = None,
   max_prompt_len: int | None = None,
   skip_long: bool = False,
+  fields: Fields = GSM8K,
 ) -> JsonlBuilder:
   """Validates the files and prepares them as array_record splits under `data_dir` (once).
 
@@ -275,6 +347,7 @@ def make_builder(
       `max_prompt_len`, every row's prompt is checked before anything is written.
     max_prompt_len: the prompt budget in tokens (None: no check).
     skip_long: drop overlong rows (logging their count) instead of raising.
+    fields: where each row keeps its parts.
 
   Returns:
     The prepared builder; `builder.as_data_source(split)` reads a split.
@@ -295,7 +368,7 @@ def make_builder(
     if not paths:
       raise ValueError(f"split {split!r} has no files")
     # Fail with file:line before tfds writes anything.
-    rows[split] = [row for path in paths for row in read_rows(path)]
+    rows[split] = [row for path in paths for row in read_rows(path, fields)]
   skip = _drop_overlong(rows, prompt_len, max_prompt_len, skip_long)
   rows = {split: [row for row in r if row.source not in skip] for split, r in rows.items()}
   for split, split_rows in rows.items():
@@ -314,10 +387,11 @@ def make_builder(
         "and the rest for training; one side is empty"
       )
   config = JsonlConfig(
-    name=f"sha{_fingerprint(files, heldout_fraction, skip)}",
+    name=f"sha{_fingerprint(files, heldout_fraction, skip, fields)}",
     split_files=files,
     heldout_fraction=heldout_fraction,
     skip_sources=skip,
+    fields=fields,
   )
   builder = JsonlBuilder(
     config=config,
@@ -337,6 +411,7 @@ def _to_example(record: Mapping[str, bytes | str]) -> example_lib.Example:
     prompt=_text(record["question"]),
     answer=_text(record["final_answer"]),
     solution=_text(record["answer"]),
+    source=_text(record["source"]),
   )
 
 
@@ -374,8 +449,11 @@ def make_task(
   prompt_len: Callable[[str], int] | None = None,
   max_prompt_len: int | None = None,
   skip_long: bool = False,
+  fields: Fields = GSM8K,
+  reward_fn: example_lib.RewardFn = verifiers.numeric_reward,
+  name: str = "gsm8k",
 ) -> example_lib.Task:
-  """A GSM8K-format task with `verifiers.numeric_reward`.
+  """A task read from data files, by default GSM8K's format with `verifiers.numeric_reward`.
 
   Args:
     train_files: JSON-lines file(s) for training.
@@ -388,6 +466,9 @@ def make_task(
     data_dir: where the prepared array_record copy is kept; None: tfds's default.
     prompt_len, max_prompt_len, skip_long: the prompt-length check at preparation
       (`make_builder`).
+    fields: where each row keeps its parts (another format than GSM8K's).
+    reward_fn: the verifier of a completion against the row's final answer.
+    name: the task's name in logs.
 
   Returns:
     The task; `train(i)` cycles through the training rows, a new order each epoch, and
@@ -398,7 +479,9 @@ def make_task(
     ValueError: a row is malformed or its prompt over the budget (the message names
       `file:line`), or there are fewer than `heldout_size` held-out rows.
   """
-  check = dict(prompt_len=prompt_len, max_prompt_len=max_prompt_len, skip_long=skip_long)
+  check = dict(
+    prompt_len=prompt_len, max_prompt_len=max_prompt_len, skip_long=skip_long, fields=fields
+  )
   if heldout_files is None:
     builder = make_builder(
       {"train": train_files}, data_dir=data_dir, heldout_fraction=heldout_fraction, **check
@@ -415,8 +498,8 @@ def make_task(
       raise ValueError(f"heldout_size must be in [1, {len(heldout)}], got {heldout_size}")
     heldout = heldout[:heldout_size]
   return example_lib.Task(
-    name="gsm8k",
+    name=name,
     train=functools.partial(_train_example, train=train),
     heldout=heldout,
-    reward_fn=verifiers.numeric_reward,
+    reward_fn=reward_fn,
   )
