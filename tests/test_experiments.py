@@ -1,6 +1,6 @@
 """Every script in experiments/ runs its `--smoke` mode to the end and prints its key lines.
 
-Each script runs in a child process from the repository root, without the test session's fake
+Each script runs in a child process from the repository root, without the pytest process's fake
 8-device `XLA_FLAGS` (the scripts pick their own devices). Peers (torch, transformers, TRL) are
 exercised when importable; a script must then print their lines, and otherwise its skip note.
 """
