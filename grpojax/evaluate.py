@@ -21,7 +21,6 @@ with their extracted answers, rewards, correctness and lengths) into `--out`.
 
 import importlib
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -44,27 +43,6 @@ flags.mark_flags_as_required(["config", "checkpoint", "out"])
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str):
-  """Ends the program with one line on stderr (exit status 1)."""
-  sys.exit(f"error: {message}")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with one-line errors for a missing config file and unknown fields."""
-  message = preflight.config_file_error(argv)
-  if message:
-    _fail(message)
-  try:
-    args = app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError):
-    config = preflight.load_config(preflight.config_file_argument(argv))
-    message = preflight.first_unknown_override(config, argv)
-    if not message:
-      raise
-    _fail(message)
-  return args
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -76,21 +54,16 @@ def main(argv):
   except ValueError as error:
     errors.append(str(error))
   if errors:
-    _fail("; ".join(e.replace("--workdir", "--out") for e in errors))
+    preflight.fail("; ".join(e.replace("--workdir", "--out") for e in errors))
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   # Imported once the inputs are known to exist (as in grpojax.main: the stack loads slowly).
-  jax = importlib.import_module("jax")
   objectives = importlib.import_module("grpojax.objectives")
   eval_run = importlib.import_module("grpojax.eval_run")
-  if FLAGS.coordinator_address:
-    jax.distributed.initialize(
-      coordinator_address=FLAGS.coordinator_address,
-      num_processes=FLAGS.num_processes,
-      process_id=FLAGS.process_id,
-    )
-  elif FLAGS.distributed:
-    jax.distributed.initialize()
+  mesh = importlib.import_module("grpojax.parallel.mesh")
+  mesh.initialize_distributed(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, detect=FLAGS.distributed
+  )
   try:
     summary = eval_run.run_evaluation(FLAGS.config, FLAGS.checkpoint, FLAGS.out, data=FLAGS.data)
   except (
@@ -100,8 +73,8 @@ def main(argv):
     ValueError,  # a data row's file:line, or no readable checkpoint
     FileNotFoundError,
   ) as error:
-    _fail(str(error))
-  if jax.process_index() == 0:
+    preflight.fail(str(error))
+  if importlib.import_module("jax").process_index() == 0:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items())
     print(f"{summary['examples']} examples: {metrics}", flush=True)
     written = [
@@ -111,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=preflight.parse_flags)

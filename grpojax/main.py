@@ -9,7 +9,6 @@ orbax, tfds, grain) are imported.
 """
 
 import importlib
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -35,67 +34,33 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str):
-  """Ends the program with one line on stderr (exit status 1)."""
-  sys.exit(f"error: {message}")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with one-line errors for a missing config file and unknown fields.
-
-  config_flags reports an override of a missing field as a long traceback ending in an escaped
-  KeyError, and a missing config file only when the config is first read; both are caught here.
-  """
-  message = preflight.config_file_error(argv)
-  if message:
-    _fail(message)
-  try:
-    args = app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError):
-    config = preflight.load_config(preflight.config_file_argument(argv))
-    message = preflight.first_unknown_override(config, argv)
-    if not message:
-      raise
-    _fail(message)
-  try:
-    FLAGS.config.keys()
-  except OSError as error:  # the file exists but failed to load (config_flags defers this)
-    _fail(f"--config: {' '.join(str(error).split())}")
-  return args
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   errors = preflight.input_path_errors(FLAGS.config, FLAGS.workdir)
   if errors:
-    _fail("; ".join(errors))
+    preflight.fail("; ".join(errors))
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   # Imported only now, once the inputs are known to exist: the trainer's stack takes seconds to
   # load (tens on a busy machine). importlib keeps the import at the point it is needed; main is
   # the top layer, so this defers an import and hides no cycle.
-  jax = importlib.import_module("jax")
   objectives = importlib.import_module("grpojax.objectives")
   train = importlib.import_module("grpojax.train")
   checkpoint = importlib.import_module("grpojax.checkpoint")
-  if FLAGS.coordinator_address:
-    jax.distributed.initialize(
-      coordinator_address=FLAGS.coordinator_address,
-      num_processes=FLAGS.num_processes,
-      process_id=FLAGS.process_id,
-    )
-  elif FLAGS.distributed:
-    jax.distributed.initialize()
+  mesh = importlib.import_module("grpojax.parallel.mesh")
+  mesh.initialize_distributed(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, detect=FLAGS.distributed
+  )
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (train.setup.ConfigError, objectives.ConfigError) as error:  # they name the field
-    _fail(str(error))
+    preflight.fail(str(error))
   except (checkpoint.WorkdirLockedError, checkpoint.DiskSpaceError) as error:  # say what to do
-    _fail(str(error))
+    preflight.fail(str(error))
   except train.setup.plugins.RewardError as error:  # names the reward function and the item
-    _fail(str(error))
+    preflight.fail(str(error))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=preflight.parse_flags)

@@ -11,9 +11,11 @@ import difflib
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 
 import ml_collections
+from absl import app, flags
 
 _FLAG = "config"
 
@@ -162,3 +164,32 @@ def checkpoint_source(path: str) -> tuple[str, str]:
     f"--checkpoint: {path!r} is neither a grpojax run directory (checkpoints/ or policy/) nor "
     f"a Hugging Face checkpoint directory (config.json)"
   )
+
+
+def fail(message: str):
+  """Ends the program with one line on stderr (exit status 1)."""
+  sys.exit(f"error: {message}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for a `--config` entry point, with one-line errors for a missing config
+  file and unknown fields (pass it to `app.run` as `flags_parser`).
+
+  config_flags reports an override of a missing field as a long traceback ending in an escaped
+  KeyError, and a missing config file only when the config is first read; both are caught here.
+  """
+  message = config_file_error(argv)
+  if message:
+    fail(message)
+  try:
+    args = app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    message = first_unknown_override(load_config(config_file_argument(argv)), argv)
+    if not message:
+      raise
+    fail(message)
+  try:
+    flags.FLAGS.config.keys()
+  except OSError as error:  # the file exists but failed to load (config_flags defers this)
+    fail(f"--config: {' '.join(str(error).split())}")
+  return args

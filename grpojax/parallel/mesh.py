@@ -98,3 +98,22 @@ def mesh_from_config(mesh_config, devices: Sequence[jax.Device] | None = None) -
     return make_mesh(axes, devices)
   except ValueError as e:
     raise ValueError(f"config.mesh: {e}") from None
+
+
+def initialize_distributed(
+  coordinator_address: str | None,
+  num_processes: int | None,
+  process_id: int | None,
+  *,
+  detect: bool = False,
+) -> None:
+  """Joins a multi-process run: at `coordinator_address` with the given process count and id,
+  or (`detect`) with what jax reads from the cluster's environment; neither: a one-process run."""
+  if coordinator_address:
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+    )
+  elif detect:
+    jax.distributed.initialize()
