@@ -65,6 +65,9 @@ class Batch(NamedTuple):
       sampled from the prompt; None: all 0.
     temperature_logprobs: [B, N] log-density of each token's temperature under the sampler's
       temperature head (head-driven sampling, IntroLLM), or None.
+    turns: [B, N] int32 turn of each completion token in a multi-turn episode (1 .. T: the
+      policy's turn-k tokens and the environment's reply to them carry k; 0 on padding), or
+      None for single-turn rollouts.
   """
 
   seqs: types.Sequences
@@ -72,6 +75,7 @@ class Batch(NamedTuple):
   rewards: jax.Array
   stream: jax.Array | None = None
   temperature_logprobs: jax.Array | None = None
+  turns: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
