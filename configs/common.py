@@ -106,6 +106,15 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.rollout.branch = ml_collections.ConfigDict(
     dict(enabled=False, max_pivots=16, tokens_per_node=1, position_bias=2.0, window=10000)
   )
+  # Where each step's rollout comes from (grpojax/rl/pipeline.py): "sync" (sampled now by the
+  # current policy), "stale" (by the policy `staleness` updates older: reproducible, for
+  # experiments) or "async" (a background producer with the latest published policy; no rollout
+  # more than `max_staleness` updates old trains, `on_stale` "drop" | "wait"). Whenever rollouts
+  # can be stale, an objective without its own correction gets `correction` ("tis" | "mis";
+  # "none" turns it off).
+  c.rollout.pipeline = ml_collections.ConfigDict(
+    dict(mode="sync", staleness=0, max_staleness=4, on_stale="drop", correction="tis")
+  )
   # Where each step's prompts come from (grpojax/rl/curricula.py): "sequential" (the stream in
   # order), or a candidate pool of `pool_size` scored by "goldilocks" (a teacher MLP on the
   # policy's pooled prompt states, utility sqrt(p(1-p)), trained by SGD on replayed observed

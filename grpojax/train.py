@@ -35,6 +35,7 @@ from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import (
   critic_warmup,
   curricula,
+  pipeline,
   pivots,
   rephrase,
   rollout,
@@ -135,6 +136,7 @@ class Program(NamedTuple):
     source: the prompt source.
     use_reference: whether the state holds a reference policy.
     score_prompts: (params, ids) -> `curricula.PromptScores` for a learned curriculum, or None.
+    batch_shardings: where each field of an RL `step.Batch` lives (its rows split).
   """
 
   run: setup.Run
@@ -150,18 +152,50 @@ class Program(NamedTuple):
   source: source.PromptSource
   use_reference: bool
   score_prompts: Any = None
+  batch_shardings: Any = None
 
 
-def _state_shardings(layout, abstract: step.TrainState) -> step.TrainState:
-  """Parameters and optimiser state in the training layout, everything small replicated."""
+def _state_shardings(layout, abstract: step.TrainState, batch_sh: step.Batch) -> step.TrainState:
+  """Parameters and optimiser state in the training layout, pending rollouts split by rows like
+  the batches they are, everything small replicated."""
   rep = layout.replicated
+  data = jax.tree.map(lambda _: rep, abstract.data._replace(pending=None))
+  if abstract.data.pending is not None:  # [k, rows, ...]
+    stack = lambda s: jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(None, *s.spec))
+    data = data._replace(pending=jax.tree.map(stack, batch_sh))
   return step.TrainState(
     step=rep,
     params=layout.train_shardings(abstract.params),
     opt_state=layout.train_shardings(abstract.opt_state),
     objective_state=jax.tree.map(lambda _: rep, abstract.objective_state),
     ref_params=None if abstract.ref_params is None else layout.train_shardings(abstract.ref_params),
-    data=jax.tree.map(lambda _: rep, abstract.data),
+    data=data,
+  )
+
+
+def _batch_like(config, batch_sh: step.Batch) -> step.Batch:
+  """The shape and dtype of every field of an RL batch (`batch_sh` says which fields exist)."""
+  ro = config.rollout
+  rows = (ro.prompts_per_step + (ro.branch.max_pivots if ro.branch.enabled else 0)) * (
+    ro.samples_per_prompt
+  )
+  n, length = ro.max_new_tokens, ro.max_prompt_len + ro.max_new_tokens
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+  per_token = lambda dtype: spec((rows, n), dtype)
+  optional = lambda field, like: None if getattr(batch_sh, field) is None else like
+  seqs = types.Sequences(
+    tokens=spec((rows, length), jnp.int32),
+    attn_mask=spec((rows, length), jnp.int32),
+    completion_mask=per_token(jnp.int32),
+    temperature=None if batch_sh.seqs.temperature is None else per_token(jnp.float32),
+  )
+  return step.Batch(
+    seqs=seqs,
+    sampler_logprobs=per_token(jnp.float32),
+    rewards=spec((rows,), jnp.float32),
+    stream=optional("stream", spec((rows,), jnp.int32)),
+    temperature_logprobs=optional("temperature_logprobs", per_token(jnp.float32)),
+    turns=optional("turns", per_token(jnp.int32)),
   )
 
 
@@ -240,6 +274,20 @@ def build(
   # DEEP-GRPO: the pivot model's window is data-side state; K branch groups follow the P root ones.
   pivot_window = pivots.init(branch.window) if branch.enabled else None
   branch_groups = branch.max_pivots if branch.enabled else 0
+  rows = lambda n: layout.rows(n)
+  b = (config.rollout.prompts_per_step + branch_groups) * config.rollout.samples_per_prompt
+  batch_sh = step.Batch(
+    seqs=types.Sequences(rows(b), rows(b), rows(b)),
+    sampler_logprobs=rows(b),
+    rewards=rows(b),
+    stream=rows(b) if branch.enabled else None,
+  )
+  if rollout.temperature_policy(config) is not None:  # per-token temperatures, their densities
+    batch_sh = batch_sh._replace(
+      seqs=batch_sh.seqs._replace(temperature=rows(b)), temperature_logprobs=rows(b)
+    )
+  # A `stale` pipeline's ring of rollouts for later steps (rl.pipeline.Stale).
+  pending = pipeline.pending_ring_like(config, _batch_like(config, batch_sh))
   opt_init = lambda opt, params: opt.init(step.split_trainable(params, trainable)[0])
 
   def make_state(params) -> step.TrainState:
@@ -250,11 +298,17 @@ def build(
       opt_state=opt_init(sft_opt if w > 0 else rl_opt, params),
       objective_state=run.objective.init(),
       ref_params=jax.tree.map(jnp.copy, params) if use_ref else None,
-      data=source.DataState(source=src.init(), pivots=pivot_window),
+      data=source.DataState(
+        source=src.init(),
+        pivots=pivot_window,
+        pending=None
+        if pending is None
+        else jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), pending),
+      ),
     )
 
   abstract_state = jax.eval_shape(make_state, params0)
-  sh = _state_shardings(layout, abstract_state)
+  sh = _state_shardings(layout, abstract_state, batch_sh)
   sampler_graphdef, sampler_shardings, to_sampler = _sampler_copy(run, layout, config, params0)
   sampler = rollout.make_sampler(
     sampler_graphdef,
@@ -292,18 +346,6 @@ def build(
   sft_update = step.build_sft_update(
     graphdef, sft_opt, seq_chunk=tr.logprob_chunk, trainable=trainable
   )
-  rows = lambda n: layout.rows(n)
-  b = (ro.prompts_per_step + branch_groups) * ro.samples_per_prompt
-  batch_sh = step.Batch(
-    seqs=types.Sequences(rows(b), rows(b), rows(b)),
-    sampler_logprobs=rows(b),
-    rewards=rows(b),
-    stream=rows(b) if branch.enabled else None,
-  )
-  if update_cfg.temperature_policy is not None:  # per-token temperatures and their densities
-    batch_sh = batch_sh._replace(
-      seqs=batch_sh.seqs._replace(temperature=rows(b)), temperature_logprobs=rows(b)
-    )
   rep = layout.replicated
   return Program(
     run=run,
@@ -326,6 +368,7 @@ def build(
     source=src,
     use_reference=use_ref,
     score_prompts=score_prompts,
+    batch_shardings=batch_sh,
   )
 
 
@@ -348,11 +391,11 @@ def _sampler_params(program: Program, config, params, rl_step: int, key):
   return sampler_params
 
 
-def _rl_step(program: Program, config, state: step.TrainState, key, rl_step: int):
-  """One RL step: rollout (with the group edit) then the update. Returns (state, logs, finite)."""
+def _produce(program: Program, config, params, data, rl_step: int, key) -> pipeline.Produced:
+  """The rollout of RL step `rl_step` (its key `key`): sampled by the policy `params` (training
+  layout), reading prompts from `data`, with the group edit and the rollout edits."""
   t0 = time.perf_counter()
-  sampler_params = _sampler_params(program, config, state.params, rl_step, key)
-  params = state.params
+  sampler_params = _sampler_params(program, config, params, rl_step, key)
   scorer = (
     None if program.score_prompts is None else (lambda ids: program.score_prompts(params, ids))
   )
@@ -363,7 +406,7 @@ def _rl_step(program: Program, config, state: step.TrainState, key, rl_step: int
     sampler_params,
     config,
     curricula.bind(program.source, scorer),
-    state.data,
+    data,
     jax.random.fold_in(key, 0),
     rollout.group_edit(config),
   )
@@ -377,18 +420,31 @@ def _rl_step(program: Program, config, state: step.TrainState, key, rl_step: int
     ro = pivots.extend(
       program.run, program.layout, program.sampler, sampler_params, config, ro, branch_key
     )
-  source_logs = curricula.metrics(ro.data.source)  # read before the update donates it
   del sampler_params
+  logs = dict(ro.metrics)
+  logs.update(curricula.metrics(ro.data.source))
+  elapsed = time.perf_counter() - t0
+  tokens = float(np.sum(host_data.to_numpy(ro.batch.seqs.completion_mask)))
+  logs["time/produce_s"], logs["time/tokens_per_s"] = elapsed, tokens / max(elapsed, 1e-9)
+  return pipeline.Produced(batch=ro.batch, data=ro.data, metrics=logs)
+
+
+def _rl_step(program: Program, config, state: step.TrainState, key, rl_step: int, pipe):
+  """One RL step: the rollout the pipeline hands out for it, then the update.
+
+  Returns (state, logs, finite).
+  """
+  t0 = time.perf_counter()
+  produced, state = pipe.rollout(state, rl_step)
   t1 = time.perf_counter()
-  state, metrics = program.update(state._replace(data=ro.data), ro.batch, key)
+  state, metrics = program.update(state, produced.batch, key)
   nonfinite = float(metrics["update/nonfinite"])  # waits for the update
   t2 = time.perf_counter()
-  logs = dict(ro.metrics)
-  logs.update(source_logs)
+  pipe.published(state, rl_step + 1)
+  logs = dict(produced.metrics)
+  logs.update(pipeline.staleness_metrics(produced.version, rl_step))
   logs.update({k: float(v) for k, v in metrics.items()})
   logs["time/sample_s"], logs["time/learn_s"] = t1 - t0, t2 - t1
-  tokens = float(np.sum(host_data.to_numpy(ro.batch.seqs.completion_mask)))
-  logs["time/tokens_per_s"] = tokens / max(t1 - t0, 1e-9)
   return state, logs, nonfinite == 0
 
 
@@ -495,6 +551,18 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   eval_key = jax.random.fold_in(seed_key, 2**31 - 1)
   warm_eval = extra.get("warm_start_eval")
   bad_in_a_row = 0
+  # RL step s's rollout: its own step's key, whichever policy version samples it (rl.pipeline).
+  produce = lambda params, data, s: _produce(
+    program, config, params, data, s, jax.random.fold_in(seed_key, w + s)
+  )
+  pipe = pipeline.build(
+    config,
+    produce,
+    total_steps=r,
+    batch_shardings=program.batch_shardings,
+    copy=layout_lib.copy_tree,
+  )
+  pipe.restore(extra)
 
   def evaluate(tag: str, step_: int) -> dict[str, float]:
     params = program.to_sampler(state.params)
@@ -508,51 +576,57 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   # Without a progress bar (logs, CI, clusters), a progress line with the ETA every log_every.
   show_eta = not sys.stderr.isatty()
   t_start = time.perf_counter()
-  for step_ in console.progress(range(start, w + r), "train", enabled=None if is_main else False):
-    t0 = time.perf_counter()
-    key = jax.random.fold_in(seed_key, step_)
-    spikes0 = spike_guard.spikes(state.opt_state)  # read before the update donates the state
-    if step_ < w:  # supervised warm start on the task's reference solutions
-      state, logs, finite = _sft_step(program, config, state)
-      spiked = _spikes_since(spikes0, state)
-      if step_ + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
-        state = state._replace(
-          opt_state=program.rl_opt_init(state.params),
-          ref_params=layout_lib.copy_tree(state.params) if program.use_reference else None,
-        )
-    else:
-      state, logs, finite = _rl_step(program, config, state, key, step_ - w)
-      spiked = _spikes_since(spikes0, state)
-    logs["time/step_s"] = time.perf_counter() - t0
-    if spikes0 is not None:
-      logs["update/spikes"] = float(spiked)
-    done = step_ + 1  # steps are named 1-based, in warnings as on the console
-    if finite and not spiked:
-      bad_in_a_row = 0
-    else:
-      bad_in_a_row += 1
-      reason = _skip_reason(logs, finite, config.train.spike_guard)
-      logging.warning("step %d: %s; update skipped (%d in a row)", done, reason, bad_in_a_row)
-      if bad_in_a_row >= config.train.max_bad_steps:
-        raise FloatingPointError(
-          f"step {done}: {bad_in_a_row} updates in a row skipped (train.max_bad_steps), the "
-          f"last for {reason}"
-        )
-    if done % config.log_every == 0 or done == w + r:
-      writer.write_scalars(done, logs)
-      keys = _SFT_KEYS if step_ < w else [k for k in _RL_KEYS if k in logs]
-      log(console.format_console_line(done, logs, keys=keys), flush=True)
-      if show_eta:
-        elapsed = time.perf_counter() - t_start
-        log(console.eta_line(done, w + r, since=start, elapsed_s=elapsed), flush=True)
-    if done == w:
-      warm_eval = evaluate("after warm start", done)
-      if r:
-        log(f"--- warm start done at step {w}; RL steps {w + 1} to {w + r} ---", flush=True)
-    elif done > w and (done - w) % config.eval.every == 0 and done != w + r:
-      evaluate("during RL", done)
-    if done % config.checkpoint.every == 0 or done == w + r:
-      ckpt.save(done, state, {"warm_start_eval": warm_eval}, force=True)
+  try:
+    for step_ in console.progress(range(start, w + r), "train", enabled=None if is_main else False):
+      t0 = time.perf_counter()
+      key = jax.random.fold_in(seed_key, step_)
+      spikes0 = spike_guard.spikes(state.opt_state)  # read before the update donates the state
+      if step_ < w:  # supervised warm start on the task's reference solutions
+        state, logs, finite = _sft_step(program, config, state)
+        spiked = _spikes_since(spikes0, state)
+        if step_ + 1 == w:  # RL starts from the warm-started policy, with a fresh optimiser
+          state = state._replace(
+            opt_state=program.rl_opt_init(state.params),
+            ref_params=layout_lib.copy_tree(state.params) if program.use_reference else None,
+          )
+      else:
+        state, logs, finite = _rl_step(program, config, state, key, step_ - w, pipe)
+        spiked = _spikes_since(spikes0, state)
+      logs["time/step_s"] = time.perf_counter() - t0
+      if spikes0 is not None:
+        logs["update/spikes"] = float(spiked)
+      done = step_ + 1  # steps are named 1-based, in warnings as on the console
+      if finite and not spiked:
+        bad_in_a_row = 0
+      else:
+        bad_in_a_row += 1
+        reason = _skip_reason(logs, finite, config.train.spike_guard)
+        logging.warning("step %d: %s; update skipped (%d in a row)", done, reason, bad_in_a_row)
+        if bad_in_a_row >= config.train.max_bad_steps:
+          raise FloatingPointError(
+            f"step {done}: {bad_in_a_row} updates in a row skipped (train.max_bad_steps), the "
+            f"last for {reason}"
+          )
+      if done % config.log_every == 0 or done == w + r:
+        writer.write_scalars(done, logs)
+        keys = _SFT_KEYS if step_ < w else [k for k in _RL_KEYS if k in logs]
+        log(console.format_console_line(done, logs, keys=keys), flush=True)
+        if show_eta:
+          elapsed = time.perf_counter() - t_start
+          log(console.eta_line(done, w + r, since=start, elapsed_s=elapsed), flush=True)
+      if done == w:
+        warm_eval = evaluate("after warm start", done)
+        if r:
+          log(f"--- warm start done at step {w}; RL steps {w + 1} to {w + r} ---", flush=True)
+      elif done > w and (done - w) % config.eval.every == 0 and done != w + r:
+        evaluate("during RL", done)
+      if done % config.checkpoint.every == 0 or done == w + r:
+        extra = {"warm_start_eval": warm_eval, **pipe.checkpoint_extra()}
+        ckpt.save(done, state, extra, force=True)
+  finally:  # an async pipeline's producer thread stops on every way out
+    pipe.close()
+  if r and start < w + r:
+    log(pipeline.histogram_line(pipe.histogram), flush=True)
   ckpt.wait()
   ckpt.close()
 

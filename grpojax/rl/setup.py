@@ -19,7 +19,7 @@ import ml_collections
 from grpojax import metrics, models, objectives, precision, tasks
 from grpojax.models import char_tokenizer, tokenizers
 from grpojax.parallel import rules
-from grpojax.rl import group_edits, model_rewards, rephrase
+from grpojax.rl import group_edits, model_rewards, pipeline, rephrase
 from grpojax.tasks import gsm8k, plugins
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -233,7 +233,16 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     "precision.aqn.sigma_end",
     "must be in (0, precision.aqn.sigma_start]",
   )
+  try:
+    pipeline.validate(config)
+  except ValueError as error:  # its messages start with the field
+    raise ConfigError(str(error)) from None
   objective = objectives.make(config.objective, group_size=ro.samples_per_prompt)
+  if pipeline.can_be_stale(config):  # stale rollouts get a correction unless turned off
+    reads_sampler = "sampler_logprobs" in objective.requires
+    objective = objectives.make(
+      pipeline.objective_config(config, reads_sampler), group_size=ro.samples_per_prompt
+    )
   warmup = tr.critic_warmup_steps
   _require(
     0 <= warmup < max(tr.steps, 1),

@@ -52,9 +52,11 @@ def sequential() -> PromptSource:
 
 
 class DataState(NamedTuple):
-  """The data side of `TrainState`: the prompt source's state, a replay buffer's and DEEP-GRPO's
-  pivot window (`rl.pivots.PivotState`), each None when unused."""
+  """The data side of `TrainState`: the prompt source's state, a replay buffer's, DEEP-GRPO's
+  pivot window (`rl.pivots.PivotState`) and the rollouts sampled for later steps
+  (`rl.pipeline.Stale`'s ring of batches), each None when unused."""
 
   source: Any
   replay: Any = None
   pivots: Any = None
+  pending: Any = None
