@@ -360,12 +360,18 @@ class Objective(NamedTuple):
     aggregate: (loss_bt, mask_bt) -> (loss_sum, denominator), see `aggregation`.
     lr_scaling: None, or an `LRScaling` (`vcpo.ess_lr_scaling`): per optimiser step, sums
       observed on each micro-batch's forward pass give a scale of that step's update.
+    turn_schedule: None (every recipe but SeeUPO): the update trains on all completion tokens
+      at once. Otherwise a `seeupo.TurnSchedule`: the update walks the turns of a multi-turn
+      batch (`Batch.turns`) in its order, each turn with its own advantages (scaled by the
+      accumulated ratio of the turns already updated), optimiser steps and re-scoring
+      (`rl.turn_update`).
   """
 
   advantage: GroupTransform
   terms: LossTransform
   aggregate: Callable[[Array, Array], tuple[Array, Array]]
   lr_scaling: Any = None
+  turn_schedule: Any = None
 
   @property
   def requires(self) -> frozenset:

@@ -24,6 +24,7 @@ from grpojax.objectives import (
 )
 from grpojax.objectives import introllm as introllm_lib
 from grpojax.objectives import recipe_parts as parts
+from grpojax.objectives import seeupo as seeupo_lib
 from grpojax.objectives import selective_recipes as selective
 from grpojax.objectives import transforms as t
 from grpojax.objectives import vapo as vapo_lib
@@ -479,6 +480,7 @@ RECIPES = {
     branch_recipes.deep_grpo,
     vapo_lib.vapo,
     introllm_lib.introllm,
+    seeupo_lib.seeupo,
   )
 }
 

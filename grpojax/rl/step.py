@@ -21,6 +21,7 @@ first. Metrics are device arrays: nothing here waits for the host.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ from flax import nnx
 
 from grpojax import models, objectives, types
 from grpojax.objectives import aggregation, gae, masked
+from grpojax.rl import turn_update
 
 
 class TrainState(NamedTuple):
@@ -93,6 +95,7 @@ class UpdateConfig:
     temperature_policy: None, or the `sampling.HeadTemperature` the rollouts were drawn with:
       the update then re-evaluates each token's temperature log-density under the current
       temperature head (`LossInputs.temperature_logprobs`).
+    max_turns: T, the turns an objective with a turn schedule updates (`env.max_turns`).
   """
 
   group_size: int
@@ -104,6 +107,7 @@ class UpdateConfig:
   vocab_chunk: int | None = None
   max_tis_ratio: float = 2.0
   temperature_policy: Any = None
+  max_turns: int = 1
 
 
 def split_trainable(params, trainable=nnx.Param):
@@ -113,9 +117,11 @@ def split_trainable(params, trainable=nnx.Param):
 
 def fuses_old_logprobs(objective: objectives.Objective, cfg: UpdateConfig) -> bool:
   """Whether the old log-probs come out of the update's own forward pass: exact when the policy
-  takes one optimiser step per rollout and the advantages need neither them nor the values first."""
+  takes one optimiser step per rollout and the advantages need neither them nor the values first
+  (a turn schedule updates once per turn, so it never fuses)."""
   return (
     cfg.epochs * cfg.minibatches == 1
+    and objective.turn_schedule is None
     and not objective.advantages_need_old_logprobs
     and not objective.advantages_need_values
   )
@@ -315,6 +321,7 @@ def build_update(
         f"a batch of {rows} rows does not split into {cfg.minibatches} minibatches of "
         f"micro-batches of {cfg.microbatch_rows} rows and groups of {cfg.group_size}"
       )
+    turn_update.check_turns(objective, batch.turns)
     k_all = rows // cfg.microbatch_rows
     mb_rows = rows // cfg.minibatches
     k_mb = mb_rows // cfg.microbatch_rows
@@ -345,16 +352,21 @@ def build_update(
       prompt_logprobs=prompt_lp,
       prompt_mask=prompt_mask,
     )
-    adv, obj_state = objective.advantages(rewards_pg, state.objective_state, group_inputs)
-    per_row["adv"] = adv
 
-    # [M, K, rows, ...]: minibatch u's micro-batches, each split over the batch axes.
-    mb_seqs = jax.tree.map(
-      lambda x: constrain(x.reshape(cfg.minibatches, k_mb, cfg.microbatch_rows, *x.shape[1:])),
-      (seqs, per_row),
-    )
+    def run_steps(carry, seqs, per_row, key):
+      """`epochs x minibatches` optimiser steps on `seqs` with the inputs `per_row`."""
+      # [M, K, rows, ...]: minibatch u's micro-batches, each split over the batch axes.
+      mb_seqs = jax.tree.map(
+        lambda x: constrain(x.reshape(cfg.minibatches, k_mb, cfg.microbatch_rows, *x.shape[1:])),
+        (seqs, per_row),
+      )
+      one_step = functools.partial(optimizer_step, mb_seqs, key)
+      if num_updates == 1:
+        carry, outs = one_step(carry, jnp.int32(0))
+        return carry, jax.tree.map(lambda x: x[None], outs)
+      return jax.lax.scan(one_step, carry, jnp.arange(num_updates))
 
-    def optimizer_step(carry, u):
+    def optimizer_step(mb_seqs, key, carry, u):
       params, opt_state, obj_state = carry
       mb = u % cfg.minibatches
       seqs_k, x_k = jax.tree.map(lambda x: x[mb], mb_seqs)
@@ -393,12 +405,26 @@ def build_update(
       step_out = (out, loss, grad_norm, finite, scale_metrics)
       return (params, opt_state, obj_state), step_out
 
-    carry = (state.params, state.opt_state, obj_state)
-    if num_updates == 1:
-      carry, outs = optimizer_step(carry, jnp.int32(0))
-      outs = jax.tree.map(lambda x: x[None], outs)
-    else:
-      carry, outs = jax.lax.scan(optimizer_step, carry, jnp.arange(num_updates))
+    obj_state, turn_metrics = state.objective_state, {}
+    if objective.turn_schedule is None:
+      adv, obj_state = objective.advantages(rewards_pg, obj_state, group_inputs)
+      per_row["adv"] = adv
+      carry, outs = run_steps((state.params, state.opt_state, obj_state), seqs, per_row, key)
+    else:  # one turn at a time, each with its own advantages and optimiser steps
+      carry, outs, turn_metrics = turn_update.run(
+        objective,
+        cfg.max_turns,
+        run_steps=run_steps,
+        score_logprobs=lambda params, seqs: score_all(params, seqs, k_all)[0],
+        carry=(state.params, state.opt_state, obj_state),
+        seqs=seqs,
+        turns_bn=batch.turns,
+        rewards_pg=rewards_pg,
+        group_inputs=group_inputs,
+        per_row=per_row,
+        before_lp=old_lp,
+        key=key,
+      )
     params, opt_state, obj_state = carry
     (metrics_uk, weights_uk, old_uk, ent_uk), losses, grad_norms, finite, scale_uk = outs
     if fused:  # one optimiser step: its forward pass gave the old log-probs and entropy
@@ -410,6 +436,7 @@ def build_update(
       metrics[f"update/{name}"] = jnp.mean(values)
       metrics[f"update/{name}_min"] = jnp.min(values)
     metrics["update/nonfinite"] = jnp.sum(~finite).astype(jnp.float32)
+    metrics.update(turn_metrics)
     metrics["entropy/mean"] = masked.masked_mean(entropy, mask > 0)
     if old_values is not None:  # the critic before this step, on returns it has not trained on
       returns = gae.monte_carlo_returns(batch.rewards, mask)
