@@ -125,3 +125,12 @@ def test_precision_modes_then_report(tmp_path):
     assert f"{mode}: held-out accuracy:" in out, mode
   lines = _python("precision_report.py", f"--root={root}", f"--out={root}")
   assert len(_starting(lines, "| ")) == 1 + 5  # the header and one row per mode
+
+
+def test_staleness_study():
+  lines = _python("staleness.py", "--smoke")
+  results = _starting(lines, "RESULT ")
+  assert len(results) == 4  # 2 arms x staleness 0 and 2 x one seed
+  assert _starting(lines, "| arm | staleness 0 | staleness 2 |")
+  assert _starting(lines, "| grpo | ") and _starting(lines, "| oapl | ")
+  assert lines[-1].startswith("wrote ") and lines[-1].endswith("staleness.png")
