@@ -2,8 +2,8 @@
 transforms and the heads, merged into the graph of the full policy.
 
 A policy is a `transformer.Decoder` built from `(ModelConfig, dtype, param_dtype,
-PrecisionPolicy, remat, activation_sharding, HeadsConfig)`. The builders here make its
-parameters the way a training run does:
+PrecisionPolicy, remat, activation_sharding, HeadsConfig, cache_block)`. The builders here make
+its parameters the way a training run does:
 
   1. the plain decoder's weights: drawn from `nnx.Rngs(seed)` (exactly those of
      `Decoder(cfg, rngs=nnx.Rngs(seed))`), or read from a Hugging Face checkpoint;
@@ -48,13 +48,14 @@ def abstract_policy(
   remat: str = "none",
   activation_sharding=None,
   heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
+  cache_block: int = transformer.CACHE_BLOCK,
 ) -> transformer.Decoder:
   """The policy with shapes and dtypes but no allocated parameters (for `nnx.split` into a
   graph definition and `jax.ShapeDtypeStruct` leaves, e.g. to compile without weights).
 
   Args:
-    cfg, dtype, param_dtype, precision, remat, activation_sharding, heads: the constructor
-      arguments of `transformer.Decoder`.
+    cfg, dtype, param_dtype, precision, remat, activation_sharding, heads, cache_block: the
+      constructor arguments of `transformer.Decoder`.
 
   Returns:
     A `Decoder` whose variables hold `jax.ShapeDtypeStruct`s.
@@ -69,6 +70,7 @@ def abstract_policy(
       remat=remat,
       activation_sharding=activation_sharding,
       heads=heads,
+      cache_block=cache_block,
     )
   )
 
@@ -86,7 +88,8 @@ def policy_graphdef(model: transformer.Decoder, precision: precision_lib.Precisi
   With `model.precision` itself it equals `nnx.split(model)[0]`.
 
   Args:
-    model: a built policy (its config, dtype, remat, activation sharding and heads are kept).
+    model: a built policy (its config, dtype, remat, activation sharding, heads and cache
+      block are kept).
     precision: the precision policy of the graph.
 
   Returns:
@@ -99,6 +102,7 @@ def policy_graphdef(model: transformer.Decoder, precision: precision_lib.Precisi
     remat=model.remat,
     activation_sharding=model.activation_sharding,
     heads=heads_config(model),
+    cache_block=model.cache_block,
   )
   return nnx.split(abstract)[0]
 
@@ -121,6 +125,7 @@ def assemble(
   remat: str = "none",
   activation_sharding=None,
   heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
+  cache_block: int = transformer.CACHE_BLOCK,
 ) -> transformer.Decoder:
   """The full policy from a plain decoder's parameters (steps 2-4 of the module docstring).
 
@@ -129,8 +134,8 @@ def assemble(
       heads.
     cfg: its configuration.
     seed: gives the adapters' key (`lora_key`) and the heads' key (`heads_key`).
-    dtype, param_dtype, precision, remat, activation_sharding, heads: the constructor arguments
-      of the policy.
+    dtype, param_dtype, precision, remat, activation_sharding, heads, cache_block: the
+      constructor arguments of the policy.
 
   Returns:
     The policy.
@@ -156,6 +161,7 @@ def assemble(
       remat=remat,
       activation_sharding=activation_sharding,
       heads=heads,
+      cache_block=cache_block,
     )
   )
   got, want = _signature(state), _signature(expected)
@@ -175,6 +181,7 @@ def init_policy(
   remat: str = "none",
   activation_sharding=None,
   heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
+  cache_block: int = transformer.CACHE_BLOCK,
 ) -> transformer.Decoder:
   """A randomly initialised policy, as a training run makes it.
 
@@ -185,8 +192,8 @@ def init_policy(
   Args:
     cfg: the architecture.
     seed: the run's initialisation seed.
-    dtype, param_dtype, precision, remat, activation_sharding, heads: the constructor arguments
-      of `transformer.Decoder`.
+    dtype, param_dtype, precision, remat, activation_sharding, heads, cache_block: the
+      constructor arguments of `transformer.Decoder`.
 
   Returns:
     The policy.
@@ -202,4 +209,5 @@ def init_policy(
     remat=remat,
     activation_sharding=activation_sharding,
     heads=heads,
+    cache_block=cache_block,
   )

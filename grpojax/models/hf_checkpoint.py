@@ -140,6 +140,7 @@ def from_pretrained(
   activation_sharding=None,
   heads: heads_lib.HeadsConfig = transformer.NO_HEADS,
   seed: int = 0,
+  cache_block: int = transformer.CACHE_BLOCK,
 ) -> transformer.Decoder:
   """Loads a local Hugging Face Qwen2/Qwen3/Llama checkpoint directory as a policy.
 
@@ -155,6 +156,7 @@ def from_pretrained(
     precision, remat, activation_sharding, heads: the constructor arguments of
       `transformer.Decoder`.
     seed: keys of the LoRA adapters and the heads (`build.lora_key`, `build.heads_key`).
+    cache_block: the constructor argument of `transformer.Decoder`.
 
   Returns:
     The policy with the checkpoint's weights.
@@ -175,6 +177,7 @@ def from_pretrained(
     remat=remat,
     activation_sharding=activation_sharding,
     heads=heads,
+    cache_block=cache_block,
   )
 
 

@@ -10,7 +10,8 @@ The attribute names mirror Hugging Face's module names so that a parameter path 
 The key/value cache stores K transposed, `[B, K, H, S]`, and V as `[B, K, S, H]`, written in place
 with `dynamic_update_slice`; on CPU this layout made grouped decode attention the fastest of the
 layouts measured. The same attention code serves training (no cache), prefill and
-decode, so that sampler and trainer compute the same function.
+decode, so that sampler and trainer compute the same function; a decode step reads only the filled
+blocks of a long cache (`filled_attention`).
 """
 
 from typing import NamedTuple
@@ -29,6 +30,9 @@ LayerCache = tuple[Array, Array]  # (k_bkhs, v_bksh)
 # Frozen values, so one instance serves as every build's default.
 DEFAULT_PRECISION = precision_policy.PrecisionPolicy()
 NO_HEADS = heads_lib.HeadsConfig()
+# Cache slots per block of cached attention: caches up to this long are read whole (the fastest
+# short decode on CPU), longer ones block by block up to the filled slots (`filled_attention`).
+CACHE_BLOCK = 128
 
 
 class DecoderOutput(NamedTuple):
@@ -58,6 +62,136 @@ def apply_rope(x_btnh: Array, cos_bth: Array, sin_bth: Array) -> Array:
   cos = cos_bth[:, :, None, :].astype(x_btnh.dtype)
   sin = sin_bth[:, :, None, :].astype(x_btnh.dtype)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def dense_attention(q_bkmh: Array, k_bkhs: Array, v_bksh: Array, mask_bts: Array) -> Array:
+  """Softmax attention of the M = T·G query rows of each kv head over all S keys.
+
+  Args:
+    q_bkmh: [B, K, M, H] queries, row m = t·G + g.
+    k_bkhs: [B, K, H, S] keys (transposed).
+    v_bksh: [B, K, S, H] values.
+    mask_bts: [B, T, S] bool, True where query t may attend key s.
+
+  Returns:
+    [B, K, M, H] attention outputs in the queries' dtype.
+  """
+  dtype, h = q_bkmh.dtype, q_bkmh.shape[-1]
+  g = q_bkmh.shape[2] // mask_bts.shape[1]
+  scores = jnp.einsum(
+    "BKMH,BKHS->BKMS", q_bkmh, k_bkhs.astype(dtype), preferred_element_type=jnp.float32
+  ) * (h**-0.5)
+  mask_bms = jnp.repeat(mask_bts, g, axis=1)
+  scores = jnp.where(mask_bms[:, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  return jnp.einsum("BKMS,BKSH->BKMH", probs, v_bksh.astype(dtype))
+
+
+def blockwise_attention(
+  q_bkmh: Array,
+  k_bkhs: Array,
+  v_bksh: Array,
+  mask_bts: Array,
+  *,
+  num_filled: Array | int,
+  block: int,
+) -> Array:
+  """`dense_attention` over only the first `num_filled` cache slots, read in blocks of C slots.
+
+  A `lax.fori_loop` runs over ceil(num_filled / C) blocks with an online softmax (running
+  maximum and normaliser, arXiv:1805.02867, as in FlashAttention arXiv:2205.14135), so a decode
+  step at cache index t reads O(t) slots instead of all S, with one compilation for every t. The
+  last block is shifted back to end at slot S when S is not a multiple of C; its slots that the
+  previous block covered are masked out. Slots past `num_filled` must be masked out by
+  `mask_bts` (the sampler's cache masks never open an unwritten slot).
+
+  Args:
+    q_bkmh, k_bkhs, v_bksh, mask_bts: as in `dense_attention`.
+    num_filled: [] int, the slots that can hold keys (cache index + T after the write).
+    block: C, slots per block, at most S.
+
+  Returns:
+    [B, K, M, H] attention outputs in the queries' dtype; equal to `dense_attention` up to
+    float rounding wherever a query attends at least one key.
+  """
+  b, k_heads, m, h = q_bkmh.shape
+  s = k_bkhs.shape[-1]
+  if not 1 <= block <= s:
+    raise ValueError(f"block must be in [1, S={s}], got {block}")
+  dtype = q_bkmh.dtype
+  g = m // mask_bts.shape[1]
+  lowest = jnp.finfo(jnp.float32).min
+  num_blocks = (jnp.asarray(num_filled, jnp.int32) + block - 1) // block
+
+  def accumulate(j, carry):
+    max_bkm, norm_bkm, acc_bkmh = carry
+    start = jnp.minimum(j * block, s - block)
+    k_bkhc = jax.lax.dynamic_slice_in_dim(k_bkhs, start, block, axis=3)
+    v_bkch = jax.lax.dynamic_slice_in_dim(v_bksh, start, block, axis=2)
+    fresh_c = start + jnp.arange(block) >= j * block
+    mask_btc = jax.lax.dynamic_slice_in_dim(mask_bts, start, block, axis=2) & fresh_c
+    scores = jnp.einsum(
+      "BKMH,BKHC->BKMC", q_bkmh, k_bkhc.astype(dtype), preferred_element_type=jnp.float32
+    ) * (h**-0.5)
+    scores = jnp.where(jnp.repeat(mask_btc, g, axis=1)[:, None], scores, lowest)
+    new_max = jnp.maximum(max_bkm, jnp.max(scores, axis=-1))
+    # Until a row meets its first attendable key its masked scores count with weight 1; the
+    # first real key's rescale factor exp(lowest - real) = 0 then wipes them.
+    rescale = jnp.exp(max_bkm - new_max)
+    probs = jnp.exp(scores - new_max[..., None])
+    norm_bkm = norm_bkm * rescale + jnp.sum(probs, axis=-1)
+    acc_bkmh = acc_bkmh * rescale[..., None] + jnp.einsum(
+      "BKMC,BKCH->BKMH",
+      probs.astype(dtype),
+      v_bkch.astype(dtype),
+      preferred_element_type=jnp.float32,
+    )
+    return new_max, norm_bkm, acc_bkmh
+
+  init = (
+    jnp.full((b, k_heads, m), lowest, jnp.float32),
+    jnp.zeros((b, k_heads, m), jnp.float32),
+    jnp.zeros((b, k_heads, m, h), jnp.float32),
+  )
+  _, norm_bkm, acc_bkmh = jax.lax.fori_loop(0, num_blocks, accumulate, init)
+  return (acc_bkmh / norm_bkm[..., None]).astype(dtype)
+
+
+def filled_attention(
+  q_bkmh: Array,
+  k_bkhs: Array,
+  v_bksh: Array,
+  mask_bts: Array,
+  *,
+  num_filled: Array | int,
+  block: int,
+) -> Array:
+  """Attention over a cache of which only the first `num_filled` slots can hold keys.
+
+  Reads the filled blocks (`blockwise_attention`) while they cover at most half of the cache,
+  and the whole cache (`dense_attention`) after, or when `num_filled` is a Python int: each
+  block is copied out of the cache before its matmuls, which on CPU made a block's slots cost
+  about twice a whole-cache read's.
+
+  Args:
+    q_bkmh, k_bkhs, v_bksh, mask_bts, num_filled, block: as in `blockwise_attention`.
+
+  Returns:
+    [B, K, M, H] attention outputs in the queries' dtype.
+  """
+  if isinstance(num_filled, int):
+    # A known count (prefill) would unroll a short block loop, and XLA on CPU then fuses the
+    # slices into slow matmuls: prefill reads the whole cache once instead.
+    return dense_attention(q_bkmh, k_bkhs, v_bksh, mask_bts)
+  s = k_bkhs.shape[-1]
+  read = (jnp.asarray(num_filled, jnp.int32) + block - 1) // block * block
+  return jax.lax.cond(
+    2 * read <= s,
+    lambda: blockwise_attention(
+      q_bkmh, k_bkhs, v_bksh, mask_bts, num_filled=num_filled, block=block
+    ),
+    lambda: dense_attention(q_bkmh, k_bkhs, v_bksh, mask_bts),
+  )
 
 
 class Attention(nnx.Module):
@@ -95,6 +229,7 @@ class Attention(nnx.Module):
     mask_bts: Array,
     cache: LayerCache | None,
     cache_index: Array | None,
+    cache_block: int = CACHE_BLOCK,
   ) -> tuple[Array, LayerCache | None]:
     b, t, _ = x_btd.shape
     k_heads, g, h = self.num_kv_heads, self.group_size, self.head_dim
@@ -118,13 +253,12 @@ class Attention(nnx.Module):
     # The T queries and the G query heads of a kv head share one matmul over M = T·G rows:
     # with T = 1 (decode) a separate T axis made XLA's CPU dot ~8x slower, and training gains too.
     q_bkmh = q.reshape(b, t, k_heads, g, h).transpose(0, 2, 1, 3, 4).reshape(b, k_heads, t * g, h)
-    scores = jnp.einsum(
-      "BKMH,BKHS->BKMS", q_bkmh, k_bkhs.astype(q.dtype), preferred_element_type=jnp.float32
-    ) * (h**-0.5)
-    mask_bms = jnp.repeat(mask_bts, g, axis=1)
-    scores = jnp.where(mask_bms[:, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("BKMS,BKSH->BKMH", probs, v_bksh.astype(q.dtype))
+    if cache is not None and k_bkhs.shape[-1] > cache_block:
+      out = filled_attention(
+        q_bkmh, k_bkhs, v_bksh, mask_bts, num_filled=cache_index + t, block=cache_block
+      )
+    else:
+      out = dense_attention(q_bkmh, k_bkhs, v_bksh, mask_bts)
     out = out.reshape(b, k_heads, t, g, h).transpose(0, 2, 1, 3, 4)
     return self.o_proj(out.reshape(b, t, k_heads * g * h)), cache
 
@@ -176,8 +310,10 @@ class DecoderLayer(nnx.Module):
     )
     self.mlp = MLP(cfg, path=f"{path}/mlp", **kw)
 
-  def __call__(self, x, cos_sin, mask_bts, cache, cache_index):
-    attn, cache = self.self_attn(self.input_layernorm(x), cos_sin, mask_bts, cache, cache_index)
+  def __call__(self, x, cos_sin, mask_bts, cache, cache_index, cache_block=CACHE_BLOCK):
+    attn, cache = self.self_attn(
+      self.input_layernorm(x), cos_sin, mask_bts, cache, cache_index, cache_block
+    )
     x = x + attn
     return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -204,6 +340,10 @@ class Decoder(nnx.Module):
       (experiments/scaling.md). Rows that the batch axes do not divide are left unconstrained.
     heads: the `heads.Heads` on the last hidden states (parameters under `heads/`), or None
       when `HeadsConfig` enables none.
+    cache_block: with a cache longer than this, a decode step's attention reads the cache in
+      blocks of this many slots up to the filled ones while they cover at most half of it
+      (`filled_attention`), so its cost grows with the filled length, not the cache length;
+      shorter caches are read whole.
   """
 
   def __init__(
@@ -217,6 +357,7 @@ class Decoder(nnx.Module):
     remat: str = "none",
     activation_sharding: jax.sharding.NamedSharding | None = None,
     heads: heads_lib.HeadsConfig = NO_HEADS,
+    cache_block: int = CACHE_BLOCK,
   ):
     """Builds the decoder.
 
@@ -233,17 +374,21 @@ class Decoder(nnx.Module):
       remat: a key of `REMAT_POLICIES`.
       activation_sharding: see the class attributes.
       heads: which heads to build.
+      cache_block: see the class attributes.
 
     Raises:
-      ValueError: an unknown `remat`.
+      ValueError: an unknown `remat`, or `cache_block` below 1.
     """
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}")
+    if isinstance(cache_block, bool) or int(cache_block) != cache_block or cache_block < 1:
+      raise ValueError(f"cache_block must be a positive integer, got {cache_block!r}")
     self.config = cfg
     self.dtype = dtype
     self.precision = precision
     self.remat = remat
     self.activation_sharding = activation_sharding
+    self.cache_block = int(cache_block)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed_tokens = modules.Embed(
       cfg.vocab_size, cfg.hidden_size, param_dtype=param_dtype, rngs=rngs
@@ -317,7 +462,8 @@ class Decoder(nnx.Module):
       attn_mask_bts: bool [B, T, S], True where query t may attend to key s; defaults to causal.
         S is T without a cache and the cache length with one.
       cache: per-layer (k [B, K, H, S], v [B, K, S, H]) from `init_cache`; the new keys and
-        values are written at `cache_index` and attention runs over the whole cache.
+        values are written at `cache_index`, and attention may read only the slots before
+        `cache_index + T` (`filled_attention`): every later slot must be masked out.
       cache_index: where along S this call's T tokens are written.
       return_logits: False skips the [B, T, V] unembedding (the chunked log-prob path uses
         `hidden` and `unembedding()` instead).
@@ -343,7 +489,12 @@ class Decoder(nnx.Module):
         x = self._constrain(_remat_layer(layer, x, cos_sin, attn_mask_bts, self.remat))
         continue
       x, layer_cache = layer(
-        x, cos_sin, attn_mask_bts, None if cache is None else cache[i], cache_index
+        x,
+        cos_sin,
+        attn_mask_bts,
+        None if cache is None else cache[i],
+        cache_index,
+        self.cache_block,
       )
       x = self._constrain(x)
       if cache is not None:

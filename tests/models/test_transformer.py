@@ -138,3 +138,62 @@ def test_remat_policies_give_the_same_loss_and_gradients_with_less_saved_memory(
       assert temp < ref_temp, (temp, ref_temp)
   with pytest.raises(ValueError, match="remat='everything'"):
     models.Decoder(cfg, rngs=nnx.Rngs(0), remat="everything")
+
+
+def _masked_attention_f64(q_bkmh, k_bkhs, v_bksh, mask_bts):
+  """Float64 NumPy softmax attention over the attendable keys only."""
+  b, k, m, h = q_bkmh.shape
+  g = m // mask_bts.shape[1]
+  scores = np.einsum("bkmh,bkhs->bkms", q_bkmh, k_bkhs) / np.sqrt(h)
+  mask = np.repeat(mask_bts, g, axis=1)[:, None]
+  scores = np.where(mask, scores, -np.inf)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return np.einsum("bkms,bksh->bkmh", probs, v_bksh)
+
+
+@pytest.mark.parametrize("num_filled", [10, 13])
+def test_blockwise_attention_reads_only_the_filled_blocks(num_filled):
+  # B=2 rows, K=2 kv heads, T=3 queries x G=2 heads, H=4, S=13 slots in blocks of C=4: 13 is
+  # not a multiple of 4, so with 13 filled slots the 4th block is shifted back to slot 9.
+  b, k, t, g, h, s, c = 2, 2, 3, 2, 4, 13, 4
+  rs = np.random.RandomState(num_filled)
+  q = rs.randn(b, k, t * g, h).astype(np.float32)
+  keys = rs.randn(b, k, h, s).astype(np.float32)
+  values = rs.randn(b, k, s, h).astype(np.float32)
+  mask = (rs.rand(b, t, s) < 0.6) & (np.arange(s) < num_filled)
+  mask[:, :, 0] = True  # every query attends at least one key
+  read = -(-num_filled // c) * c  # slots the filled blocks cover
+  keys[..., read:] = np.nan  # slots no block may read
+  values[:, :, read:] = np.nan
+  got = transformer.blockwise_attention(
+    jnp.asarray(q),
+    jnp.asarray(keys),
+    jnp.asarray(values),
+    jnp.asarray(mask),
+    num_filled=jnp.asarray(num_filled),
+    block=c,
+  )
+  want = _masked_attention_f64(
+    q.astype(np.float64), keys[..., :read], values[:, :, :read], mask[..., :read]
+  )
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  dense = transformer.dense_attention(
+    jnp.asarray(q), jnp.asarray(keys), jnp.asarray(values), jnp.asarray(mask)
+  )
+  assert np.isnan(np.asarray(dense)).any() == (read < s)  # the whole-cache read sees the NaNs
+
+
+def test_cache_block_must_be_positive():
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=11,
+    hidden_size=8,
+    intermediate_size=8,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=4,
+  )
+  with pytest.raises(ValueError, match="cache_block"):
+    transformer.Decoder(cfg, rngs=nnx.Rngs(0), cache_block=0)
