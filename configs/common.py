@@ -39,6 +39,15 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       skip_long=False,
     )
   )
+  # Multi-turn environments (grpojax/tasks/environments.py, grpojax/rl/multiturn.py): name "" =
+  # single-turn `task`; "calculator" | "guess" (built-in, `kwargs` their arguments, seed and
+  # heldout_size from `task`) | "my_pkg.mod:make_env_task" (any callable returning a
+  # MultiTurnTask, called with `kwargs`). An episode has at most `max_turns` policy turns in the
+  # one rollout.max_new_tokens budget; each environment reply is at most `max_obs_tokens` tokens;
+  # an environment call that raises or runs past `timeout_s` seconds ends its episode, reward 0.
+  c.env = ml_collections.ConfigDict(
+    dict(name="", max_turns=3, timeout_s=10.0, max_obs_tokens=8, kwargs=ml_collections.ConfigDict())
+  )
   # "" = the checkpoint's tokenizer, or the built-in character one for a random policy.
   c.tokenizer = ml_collections.ConfigDict(dict(path="", chat_template=False))
   # checkpoint "" = a random policy of the shape below; else a local HF checkpoint directory.

@@ -189,6 +189,7 @@ def compile_only(
     seqs=types.Sequences(row(tp + n), row(tp + n), row(n)),
     sampler_logprobs=row(n, dtype=jnp.float32),
     rewards=row(dtype=jnp.float32),
+    turns=row(n) if config.env.name else None,
   )
   if config.rollout.temperature_policy.enabled:  # per-token temperatures and their densities
     tau = row(n, dtype=jnp.float32)

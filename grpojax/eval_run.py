@@ -16,7 +16,7 @@ from flax import nnx
 from grpojax import checkpoint as checkpoint_lib
 from grpojax import preflight, train
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import rollout
+from grpojax.rl import multiturn, rollout
 
 SUMMARY_FILE = "summary.json"
 EXAMPLES_FILE = "examples.jsonl"
@@ -91,7 +91,8 @@ def run_evaluation(
     params, step = nnx.state(program.run.model), None
   # The trainer's evaluation key: a run's final checkpoint reproduces its final evaluation.
   key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
-  result = rollout.evaluate(
+  evaluate = multiturn.evaluate if config.env.name else rollout.evaluate
+  result = evaluate(
     program.run, program.layout, program.sampler, program.to_sampler(params), config, key
   )
   ev = config.eval

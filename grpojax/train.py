@@ -35,6 +35,7 @@ from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import (
   critic_warmup,
   curricula,
+  multiturn,
   pipeline,
   pivots,
   rephrase,
@@ -281,6 +282,7 @@ def build(
     sampler_logprobs=rows(b),
     rewards=rows(b),
     stream=rows(b) if branch.enabled else None,
+    turns=rows(b) if config.env.name else None,
   )
   if rollout.temperature_policy(config) is not None:  # per-token temperatures, their densities
     batch_sh = batch_sh._replace(
@@ -326,6 +328,7 @@ def build(
     temperature=ro.temperature,
     seq_chunk=tr.logprob_chunk,
     temperature_policy=rollout.temperature_policy(config),
+    max_turns=config.env.max_turns,
   )
   micro_spec = jax.sharding.PartitionSpec(None, None, *layout.data.spec)
   micro_sharding = jax.sharding.NamedSharding(mesh, micro_spec)
@@ -399,7 +402,8 @@ def _produce(program: Program, config, params, data, rl_step: int, key) -> pipel
   scorer = (
     None if program.score_prompts is None else (lambda ids: program.score_prompts(params, ids))
   )
-  ro = rollout.sample_groups(
+  sample_groups = multiturn.sample_groups if config.env.name else rollout.sample_groups
+  ro = sample_groups(
     program.run,
     program.layout,
     program.sampler,
@@ -452,7 +456,8 @@ def _sft_step(program: Program, config, state: step.TrainState):
   """One supervised warm-start step on the next reference solutions."""
   bs = config.warm_start.batch_size
   ids, src_state = program.source.next(state.data.source, bs)
-  seqs = rollout.sft_sequences(program.run, program.layout, config, host_data.to_numpy(ids))
+  sft_sequences = multiturn.sft_sequences if config.env.name else rollout.sft_sequences
+  seqs = sft_sequences(program.run, program.layout, config, host_data.to_numpy(ids))
   data = state.data._replace(source=jax.tree.map(program.layout.put_replicated, src_state))
   state, metrics = program.sft_update(state._replace(data=data), seqs)
   logs = {k: float(v) for k, v in metrics.items()}
@@ -566,7 +571,8 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
 
   def evaluate(tag: str, step_: int) -> dict[str, float]:
     params = program.to_sampler(state.params)
-    res = rollout.evaluate(run, layout, program.sampler, params, config, eval_key).metrics
+    evaluate_fn = multiturn.evaluate if config.env.name else rollout.evaluate
+    res = evaluate_fn(run, layout, program.sampler, params, config, eval_key).metrics
     writer.write_scalars(step_, {f"eval/{k}": v for k, v in res.items()})
     log(f"[eval: {tag}] " + console.format_console_line(step_, res), flush=True)
     return res

@@ -16,7 +16,7 @@ import numpy as np
 from grpojax import models, sampling, types
 from grpojax.parallel import host_data
 from grpojax.rl import evaluation, group_edits, step
-from grpojax.tasks import shaping
+from grpojax.tasks import environments, shaping
 
 
 class Rollout(NamedTuple):
@@ -57,6 +57,8 @@ class Sampler(NamedTuple):
     sample_state: like `sample`, but the final `sampling.SamplerState` (caches included).
     branch: (params, state, rows, at, key) -> `sampling.Completions`: `sampling.fork` of `state`
       (its caches reused: no prefill), then decoding to the end (jitted).
+    extend: (params, state, tokens_be, mask_be) -> state: `sampling.extend` (environment
+      replies of multi-turn rollouts; jitted, donates the state).
   """
 
   jitted: Callable
@@ -64,6 +66,7 @@ class Sampler(NamedTuple):
   score: Callable
   sample_state: Callable | None = None
   branch: Callable | None = None
+  extend: Callable | None = None
 
 
 def sampling_method(config, *, greedy: bool = False) -> sampling.Method:
@@ -104,6 +107,10 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
   branch_cfg = ro.get("branch")
   branching = bool(branch_cfg and branch_cfg.enabled)
   cache_len = ro.max_prompt_len + 2 * ro.max_new_tokens if branching else None
+  if config.env.name:  # multi-turn: turns also end at the marker; room for every turn's replies
+    stop_ids = tuple(sorted({*stop_ids, *tokenizer.encode(environments.TURN_END)}))
+    max_turns, obs = config.env.max_turns, config.env.max_obs_tokens
+    cache_len = ro.max_prompt_len + max_turns * (ro.max_new_tokens + obs + 1)
 
   @functools.cache
   def jitted(num_samples: int, greedy: bool):
@@ -157,6 +164,9 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
     )
     return out.logprobs
 
+  def extend(params, state, tokens_be, mask_be):
+    return sampling.extend(graphdef, params, state, tokens_be, mask_be)
+
   shardings = {} if param_shardings is None else {"in_shardings": (param_shardings, None)}
   return Sampler(
     jitted=jitted,
@@ -164,6 +174,7 @@ def make_sampler(graphdef, config, tokenizer, *, param_shardings=None, mesh=None
     score=jax.jit(score, **shardings),
     sample_state=sample_state,
     branch=jax.jit(branch),
+    extend=jax.jit(extend, donate_argnums=(1,)),
   )
 
 

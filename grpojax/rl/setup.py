@@ -18,8 +18,9 @@ import ml_collections
 
 from grpojax import metrics, models, objectives, precision, tasks
 from grpojax.models import char_tokenizer, tokenizers
+from grpojax.objectives import seeupo
 from grpojax.parallel import rules
-from grpojax.rl import group_edits, model_rewards, pipeline, rephrase
+from grpojax.rl import group_edits, model_rewards, multiturn, pipeline, rephrase
 from grpojax.tasks import gsm8k, plugins
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -203,6 +204,10 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
     f"the {config.task.name} task reads a local data file: set task.data_path",
   )
   _validate_plugins(config)
+  try:
+    multiturn.check_config(config)
+  except ValueError as error:  # its messages start with the field
+    raise ConfigError(str(error)) from None
   _require(
     not config.task.data_path or config.model.checkpoint or config.tokenizer.path,
     "tokenizer.path",
@@ -238,6 +243,10 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
   except ValueError as error:  # its messages start with the field
     raise ConfigError(str(error)) from None
   objective = objectives.make(config.objective, group_size=ro.samples_per_prompt)
+  try:  # a turn-by-turn objective (SeeUPO) needs multi-turn rollouts
+    seeupo.check_multi_turn(objective, config.env.name)
+  except ValueError as error:
+    raise ConfigError(f"config.{error}") from None
   if pipeline.can_be_stale(config):  # stale rollouts get a correction unless turned off
     reads_sampler = "sampler_logprobs" in objective.requires
     objective = objectives.make(
@@ -498,6 +507,17 @@ def with_rewards(task, reward: ml_collections.ConfigDict):
   return dataclasses.replace(task, reward_fn=combined)
 
 
+def _build_task_or_env(config, data_dir, **prompt_checks):
+  """The multi-turn task of `config.env` when one is named, else `config.task` with
+  `config.reward`'s functions."""
+  if config.env.name:
+    try:
+      return multiturn.make_task(config)
+    except ValueError as error:  # its messages start with the field
+      raise ConfigError(str(error)) from None
+  return with_rewards(build_task(config.task, data_dir, **prompt_checks), config.reward)
+
+
 def build_run(
   config: ml_collections.ConfigDict,
   workdir: str | None = None,
@@ -519,14 +539,13 @@ def build_run(
     ids = tok.encode(prompt)
     return ids if tok.bos_id is None else [tok.bos_id, *ids]
 
-  task = build_task(
-    config.task,
+  task = _build_task_or_env(
+    config,
     None if workdir is None else os.path.join(workdir, "data"),
     # Prompts are checked as the run encodes them, before any training state is written.
     prompt_len=lambda prompt: len(encode_text(prompt)),
     max_prompt_len=config.rollout.max_prompt_len,
   )
-  task = with_rewards(task, config.reward)
   model = build_model(
     config, tok, heads_for(objective), activation_sharding=activation_sharding, abstract=abstract
   )
