@@ -24,20 +24,17 @@ then OUT/staleness.md (mean and 95% t-interval over seeds) and OUT/staleness.png
 """
 
 import argparse
-import json
-import math
 import os
-import shutil
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import study  # noqa: E402  (experiments/study.py, next to this script)
 
 ARMS = ("grpo", "grpo_tis", "sapo", "vespo", "vcpo", "oapl")
-# Two-sided 95% Student-t quantiles by degrees of freedom.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
 def arm_config(base, arm: str, staleness: int, seed: int):
@@ -81,83 +78,6 @@ def base_config(args):
   return c
 
 
-def run_arm(config, workdir: str) -> dict:
-  from grpojax import train
-
-  t0 = time.perf_counter()
-  final = train.train_and_evaluate(config, workdir)
-  wall = time.perf_counter() - t0
-  tokens = 0.0
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  rl = [r for r in rows if "rollout/staleness" in r]
-  tokens = sum(r["response/length"] for r in rl)  # mean length per step
-  per_step_rows = config.rollout.prompts_per_step * config.rollout.samples_per_prompt
-  return {
-    "greedy_accuracy": final["greedy_accuracy"],
-    f"pass@{config.eval.pass_k}": final[f"pass@{config.eval.pass_k}"],
-    "wall_s": wall,
-    # response/length is logged every log_every steps: the mean over those, times every step.
-    "generated_tokens": tokens / max(len(rl), 1) * per_step_rows * config.train.steps,
-    "mismatch_k3_last": rl[-1].get("mismatch/k3_kl", float("nan")) if rl else float("nan"),
-  }
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-  """Mean and the half-width of its 95% t-interval (nan for one value)."""
-  n = len(values)
-  mean = sum(values) / n
-  if n < 2:
-    return mean, float("nan")
-  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-  return mean, _T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-
-
-def summarize(results: list[dict], arms, stalenesses, metric: str) -> str:
-  header = "| arm | " + " | ".join(f"staleness {k}" for k in stalenesses) + " |"
-  lines = [header, "|---|" + "---|" * len(stalenesses)]
-  for arm in arms:
-    cells = []
-    for k in stalenesses:
-      vals = [100 * r[metric] for r in results if r["arm"] == arm and r["staleness"] == k]
-      if not vals:
-        cells.append("")
-        continue
-      mean, half = interval(vals)
-      cells.append(
-        f"{mean:.1f}" + ("" if math.isnan(half) else f" ± {half:.1f}") + f" (n={len(vals)})"
-      )
-    lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
-def plot(results, arms, stalenesses, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for arm in arms:
-    xs, ys, es = [], [], []
-    for k in stalenesses:
-      vals = [
-        100 * r["greedy_accuracy"] for r in results if r["arm"] == arm and r["staleness"] == k
-      ]
-      if vals:
-        mean, half = interval(vals)
-        xs.append(k), ys.append(mean), es.append(0 if math.isnan(half) else half)
-    if xs:
-      ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm)
-  ax.set_xlabel("staleness k (updates behind)")
-  ax.set_ylabel("held-out greedy accuracy (%)")
-  ax.set_title("accuracy vs rollout staleness (mean, 95% CI over seeds)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--warm_start", default="", help="an exported policy directory")
@@ -177,44 +97,38 @@ def main(argv=None):
     parser.error(f"--arms: unknown {unknown}; choose from {ARMS}")
   seeds = [int(s) for s in args.seeds.split(",")]
   stalenesses = [int(k) for k in args.staleness.split(",")]
-  os.makedirs(args.out, exist_ok=True)
-  results_path = os.path.join(args.out, "results.jsonl")
-  results = []
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      results = [json.loads(line) for line in f]
+  points = [
+    {"arm": arm, "staleness": k, "seed": seed}
+    for seed in seeds
+    for k in stalenesses
+    for arm in arms
+  ]
   base = base_config(args)
-  for seed in seeds:
-    for k in stalenesses:
-      for arm in arms:
-        if any(r["arm"] == arm and r["staleness"] == k and r["seed"] == seed for r in results):
-          continue
-        workdir = tempfile.mkdtemp(prefix=f"staleness_{arm}_k{k}_s{seed}_")
-        out = run_arm(arm_config(base, arm, k, seed), workdir)
-        # Keep each run's metric history; drop its checkpoints and exported policy.
-        runs = os.path.join(args.out, "runs")
-        os.makedirs(runs, exist_ok=True)
-        shutil.copy(
-          os.path.join(workdir, "metrics.jsonl"), os.path.join(runs, f"{arm}_k{k}_s{seed}.jsonl")
-        )
-        shutil.rmtree(workdir, ignore_errors=True)
-        record = {"arm": arm, "staleness": k, "seed": seed, "steps": args.steps, **out}
-        results.append(record)
-        with open(results_path, "a") as f:
-          f.write(json.dumps(record) + "\n")
-        print(
-          f"RESULT {arm} staleness={k} seed={seed}: greedy "
-          f"{100 * out['greedy_accuracy']:.1f}%, wall {out['wall_s']:.0f} s",
-          flush=True,
-        )
+  results = study.run_grid(
+    args.out,
+    points,
+    lambda p: arm_config(base, p["arm"], p["staleness"], p["seed"]),
+    rl_marker="rollout/staleness",
+  )
+  results = [r for r in results if r["arm"] in arms and r["staleness"] in stalenesses]
   pass_key = next(k for k in results[0] if k.startswith("pass@"))
-  table = summarize(results, arms, stalenesses, "greedy_accuracy")
-  pass_table = summarize(results, arms, stalenesses, pass_key)
+  label = lambda k: f"staleness {k}"
+  acc = study.table(results, arms, stalenesses, "staleness", "greedy_accuracy", label)
+  passes = study.table(results, arms, stalenesses, "staleness", pass_key, label)
   with open(os.path.join(args.out, "staleness.md"), "w") as f:
-    f.write(f"Held-out greedy accuracy (%), {args.steps} RL steps:\n\n{table}\n\n")
-    f.write(f"{pass_key} (%):\n\n{pass_table}\n")
-  plot(results, arms, stalenesses, os.path.join(args.out, "staleness.png"))
-  print(table)
+    f.write(f"Held-out greedy accuracy (%), {args.steps} RL steps:\n\n{acc}\n\n")
+    f.write(f"{pass_key} (%):\n\n{passes}\n")
+  study.plot(
+    results,
+    arms,
+    stalenesses,
+    "staleness",
+    "greedy_accuracy",
+    os.path.join(args.out, "staleness.png"),
+    xlabel="staleness k (updates behind)",
+    title="accuracy vs rollout staleness (mean, 95% CI over seeds)",
+  )
+  print(acc)
   print(f"wrote {os.path.join(args.out, 'staleness.md')} and staleness.png", flush=True)
 
 

@@ -134,3 +134,10 @@ def test_staleness_study():
   assert _starting(lines, "| arm | staleness 0 | staleness 2 |")
   assert _starting(lines, "| grpo | ") and _starting(lines, "| oapl | ")
   assert lines[-1].startswith("wrote ") and lines[-1].endswith("staleness.png")
+
+
+def test_multiturn_study():
+  lines = _python("multiturn.py", "--smoke")
+  assert len(_starting(lines, "RESULT ")) == 2  # GRPO and SeeUPO on the calculator, one seed
+  assert _starting(lines, "| grpo | ") and _starting(lines, "| seeupo | ")
+  assert lines[-1].startswith("wrote ") and lines[-1].endswith("multiturn.png")
