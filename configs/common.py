@@ -168,8 +168,9 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
           weight=1.0,
           label=0,  # which output of the score head is the reward
           max_len=1024,  # tokens of prompt + completion; a longer pair keeps its end
-          batch_size=16,
+          batch_size=16,  # global rows per call, split over the mesh's batch axes
           chat_template=True,
+          dtype="",  # compute dtype: "float32" | "bfloat16" | "" = model.dtype
           time_limit_s=600.0,
         )
       ),
@@ -186,8 +187,12 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
           fallback=0.0,
           max_new_tokens=256,
           max_prompt_len=1024,
-          batch_size=8,
+          batch_size=8,  # global rows per call, split over the mesh's batch axes
           chat_template=True,
+          dtype="",  # compute dtype: "float32" | "bfloat16" | "" = model.dtype
+          # a filled-in rubric over max_prompt_len: "fallback" (scored `fallback`, counted in
+          # reward/judge/too_long, a warning names it) or "raise" (stop naming the item)
+          on_too_long="fallback",
           time_limit_s=900.0,
         )
       ),

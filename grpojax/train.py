@@ -239,7 +239,9 @@ def build(
   setup.check_mesh_divides(config, mesh)
   # Rows stay split over the batch axes through every layer (see Decoder.activation_sharding).
   pinned = layout.data if pin_activations and layout.batch_shards > 1 else None
-  run = setup.build_run(config, workdir, activation_sharding=pinned, abstract=abstract)
+  run = setup.build_run(
+    config, workdir, activation_sharding=pinned, abstract=abstract, layout=layout
+  )
   graphdef, params0 = nnx.split(run.model)
   trainable = trainable_filter(config)
   w, r = config.warm_start.steps, config.train.steps

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from grpojax import models, sampling
+from grpojax.parallel import layout as layout_lib
+from grpojax.parallel import row_batches, rules
 
 DEFAULT_RUBRIC = (
   "You grade a response to a problem.\n\n"
@@ -90,11 +92,17 @@ def judge_prompt(rubric: str, *, prompt: str, completion: str, reference: str, l
   return rubric.format(prompt=prompt, completion=completion, reference=reference, lo=lo, hi=hi)
 
 
-class Judge:
-  """Scores completions with a chat checkpoint, batched and jitted (one compilation).
+ON_TOO_LONG = ("fallback", "raise")
 
-  Prompts are left-padded to `max_prompt_len` and batches filled to `batch_size` rows, so
-  every call has one shape. Runs on this process's default device.
+
+class Judge:
+  """Scores completions with a chat checkpoint, batched and jitted (one compilation) on a mesh.
+
+  Prompts are left-padded to `max_prompt_len` and each call holds `batch_size` global rows
+  (rounded up to a multiple of the batch-shard count), split over the layout's batch axes like
+  the policy's batches; the parameters take the layout's sampling rules. A filled-in rubric
+  longer than `max_prompt_len` tokens is not judged: with `on_too_long="fallback"` it earns the
+  fallback reward, counted (`too_long`) and named in a warning; with "raise" it stops the run.
   """
 
   def __init__(
@@ -110,25 +118,34 @@ class Judge:
     max_prompt_len: int = 1024,
     batch_size: int = 8,
     chat_template: bool = True,
+    on_too_long: str = "fallback",
+    layout: layout_lib.Layout | None = None,
   ):
     """Args:
     model, tokenizer: the judge checkpoint.
     rubric: a template over `RUBRIC_FIELDS` (`check_rubric`).
     lo, hi: the valid score range, lo < hi.
-    fallback: the reward of an unparsable judgement.
+    fallback: the reward of an unparsable judgement (and of a too-long prompt).
     max_new_tokens: the judge's generation budget.
     max_prompt_len: the longest filled-in rubric, in the judge's tokens.
-    batch_size: rows per jitted generation.
+    batch_size: global rows per jitted generation.
     chat_template: render the rubric as a user message with the tokenizer's chat template.
+    on_too_long: one of `ON_TOO_LONG`, for a filled-in rubric over `max_prompt_len` tokens.
+    layout: the run's mesh and rules (None: this process's first device).
     """
     check_rubric(rubric)
     if not lo < hi:
       raise ValueError(f"lo={lo} must be < hi={hi}")
-    self.graphdef, self.params = nnx.split(model)
+    if on_too_long not in ON_TOO_LONG:
+      raise ValueError(f"on_too_long={on_too_long!r}; must be one of {ON_TOO_LONG}")
+    layout = layout or row_batches.one_device_layout()
+    self.graphdef, params = nnx.split(model)
+    self.params = rules.shard_params(params, layout.sample_shardings(params), copy=False)
+    self.batches = row_batches.row_batches(layout, batch_size)
     self.tokenizer = tokenizer
     self.rubric, self.lo, self.hi, self.fallback = rubric, lo, hi, float(fallback)
     self.max_new_tokens, self.max_prompt_len = max_new_tokens, max_prompt_len
-    self.batch_size, self.chat_template = batch_size, chat_template
+    self.chat_template, self.on_too_long = chat_template, on_too_long
 
   def encode(self, text: str) -> list[int]:
     """The judge's prompt ids for a filled-in rubric."""
@@ -139,18 +156,23 @@ class Judge:
     return self.tokenizer.encode(text)
 
   def generate(self, prompt_ids: Sequence[Sequence[int]]) -> list[str]:
-    """Greedy judgements of prompts (each at most `max_prompt_len` tokens)."""
+    """Greedy judgements of prompts (each at most `max_prompt_len` tokens).
+
+    Every process calls it with its own prompts (the same number on each, or none).
+    """
     tok = self.tokenizer
+    per_call = len(self.batches.slots)
     texts = []
-    for start in range(0, len(prompt_ids), self.batch_size):
-      part = list(prompt_ids[start : start + self.batch_size])
-      filled = part + [part[-1]] * (self.batch_size - len(part))
+    for k in range(self.batches.calls(len(prompt_ids))):
+      part = list(prompt_ids[k * per_call : (k + 1) * per_call])
+      # Unused slots repeat a prompt (a process without any left feeds one pad token).
+      filled = part + [part[-1] if part else [tok.pad_id]] * (per_call - len(part))
       tokens, mask = sampling.pad_prompts(filled, pad_id=tok.pad_id, bucket=self.max_prompt_len)
       out = sampling.sample(
         self.graphdef,
         self.params,
-        jnp.asarray(tokens),
-        jnp.asarray(mask),
+        self.batches.put(tokens),
+        self.batches.put(mask),
         jax.random.key(0),  # greedy: the key is unused
         method=sampling.Greedy(),
         max_new_tokens=self.max_new_tokens,
@@ -158,7 +180,7 @@ class Judge:
         stop_ids=tuple(sorted(tok.eos_ids)),
         pad_id=tok.pad_id,
       )
-      out_tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
+      out_tokens, out_mask = self.batches.read(out.tokens), self.batches.read(out.mask)
       for row in range(len(part)):
         ids = out_tokens[row, : int(out_mask[row].sum())].tolist()
         texts.append(tok.decode(ids))
@@ -167,26 +189,35 @@ class Judge:
   def __call__(
     self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str]
   ) -> tuple[np.ndarray, dict[str, float]]:
-    """Rewards [n] in [0, 1] (or the fallback) and metrics for n completions.
+    """Rewards [n] in [0, 1] (or the fallback) and metrics for n completions: `unparsed`
+    judgements and `too_long` prompts, each at the fallback.
 
     Raises:
-      ValueError: naming the item whose filled-in rubric exceeds `max_prompt_len` tokens.
+      ValueError: with `on_too_long="raise"`, naming the item whose filled-in rubric exceeds
+        `max_prompt_len` tokens.
     """
-    ids = []
+    ids, judged = [], []
     for i, (p, c, r) in enumerate(zip(prompts, completions, references, strict=True)):
       text = judge_prompt(self.rubric, prompt=p, completion=c, reference=r, lo=self.lo, hi=self.hi)
       row = self.encode(text)
       if len(row) > self.max_prompt_len:
-        raise ValueError(
+        what = (
           f"judge: item {i} (prompt {p[:60]!r}, completion {c[:60]!r}) needs {len(row)} prompt "
           f"tokens, more than config.reward.judge.max_prompt_len={self.max_prompt_len}"
         )
+        if self.on_too_long == "raise":
+          raise ValueError(what)
+        logging.warning("%s; scored at the fallback %g", what, self.fallback)
+        continue
       ids.append(row)
-    verdicts = [parse_score(t, lo=self.lo, hi=self.hi) for t in self.generate(ids)]
-    span = self.hi - self.lo
-    rewards = np.asarray(
-      [self.fallback if v.score is None else (v.score - self.lo) / span for v in verdicts],
-      np.float32,
-    )
-    unparsed = sum(v.score is None for v in verdicts)
-    return rewards, {"unparsed": float(unparsed)}
+      judged.append(i)
+    rewards = np.full(len(completions), self.fallback, np.float32)
+    unparsed = 0
+    for i, text in zip(judged, self.generate(ids), strict=True):
+      verdict = parse_score(text, lo=self.lo, hi=self.hi)
+      if verdict.score is None:
+        unparsed += 1
+      else:
+        rewards[i] = (verdict.score - self.lo) / (self.hi - self.lo)
+    too_long = len(completions) - len(judged)
+    return rewards, {"unparsed": float(unparsed), "too_long": float(too_long)}

@@ -19,6 +19,7 @@ import ml_collections
 from grpojax import metrics, models, objectives, precision, tasks
 from grpojax.models import char_tokenizer, tokenizers
 from grpojax.objectives import seeupo
+from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import rules
 from grpojax.rl import group_edits, model_rewards, multiturn, pipeline, rephrase
 from grpojax.tasks import gsm8k, plugins
@@ -524,8 +525,13 @@ def build_run(
   *,
   activation_sharding=None,
   abstract: bool = False,
+  layout: layout_lib.Layout | None = None,
 ) -> Run:
-  """Builds the tokenizer, task, objective and policy of a config (validated here first)."""
+  """Builds the tokenizer, task, objective and policy of a config (validated here first).
+
+  The reward model and judge, when configured, are laid out on `layout` (None: this process's
+  first device).
+  """
   objective = validate_config(config)
   tok = build_tokenizer(config)
   use_template = bool(config.tokenizer.chat_template)
@@ -555,7 +561,11 @@ def build_run(
       f"smaller than the tokenizer's ({tok.vocab_size})"
     )
   try:  # a compile-only run loads no reward checkpoints
-    reward_models = None if abstract else model_rewards.from_config(config.reward)
+    reward_models = (
+      None
+      if abstract
+      else model_rewards.from_config(config.reward, layout=layout, policy_dtype=config.model.dtype)
+    )
   except ValueError as error:
     raise ConfigError(str(error)) from None
   return Run(

@@ -1,5 +1,5 @@
-"""The LLM judge: its strict score grammar on adversarial generations, rubric checks, and
-batched greedy judging through grpojax's sampler."""
+"""The LLM judge: its strict score grammar on adversarial generations, rubric checks, batched
+greedy judging through grpojax's sampler (on one device and on the mesh), and too-long prompts."""
 
 import jax
 import numpy as np
@@ -7,6 +7,8 @@ import pytest
 
 from grpojax import models, sampling
 from grpojax.models import char_tokenizer
+from grpojax.parallel import layout as layout_lib
+from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import judge as judge_lib
 
 
@@ -118,7 +120,7 @@ def test_judge_rewards_and_fallback(monkeypatch):
   rewards, metrics = judge(["q"] * 5, ["a", "b", "c", "d", "e"], ["r"] * 5)
   # (5-1)/4 = 1, (1-1)/4 = 0, then three unparsable verdicts at the fallback.
   np.testing.assert_allclose(rewards, [1.0, 0.0, -0.5, -0.5, -0.5])
-  assert metrics == {"unparsed": 3.0}
+  assert metrics == {"unparsed": 3.0, "too_long": 0.0}
 
 
 def test_a_random_judge_falls_back_and_counts():
@@ -126,10 +128,61 @@ def test_a_random_judge_falls_back_and_counts():
   rewards, metrics = judge(["1+1="], ["2"], ["2"])
   # A random model writes no "Score: n" line in 6 characters.
   np.testing.assert_allclose(rewards, [0.25])
-  assert metrics == {"unparsed": 1.0}
+  assert metrics == {"unparsed": 1.0, "too_long": 0.0}
 
 
 def test_an_overlong_judge_prompt_names_the_item():
-  judge, _, _ = _tiny_judge()
+  judge, _, _ = _tiny_judge(on_too_long="raise")
   with pytest.raises(ValueError, match=r"item 1 .*'x{20}'.*max_prompt_len=16"):
     judge(["q", "q"], ["ok", "x" * 20], ["r", "r"])
+
+
+def test_an_overlong_judge_prompt_falls_back_counted_and_named(monkeypatch, caplog):
+  judge, _, tok = _tiny_judge(lo=0, hi=4, fallback=-1.0)  # on_too_long="fallback" by default
+  judged = []
+
+  def generate(ids):
+    judged.extend(ids)
+    return ["Score: 1", "Score: 4"][: len(ids)]
+
+  monkeypatch.setattr(judge, "generate", generate)
+  with caplog.at_level("WARNING"):
+    rewards, metrics = judge(["q"] * 3, ["ok", "x" * 20, "no"], ["r"] * 3)
+  # Items 0 and 2 are judged, 1/4 and 4/4; item 1 ("x"*20 + "?" = 21 > 16 tokens) falls back.
+  assert judged == [tok.encode("ok?"), tok.encode("no?")]
+  np.testing.assert_allclose(rewards, [0.25, -1.0, 1.0])
+  assert metrics == {"unparsed": 0.0, "too_long": 1.0}
+  named = [r for r in caplog.records if "item 1 " in r.getMessage()]
+  assert len(named) == 1 and "max_prompt_len=16" in named[0].getMessage()
+  assert not any("item 0 " in r.getMessage() or "item 2 " in r.getMessage() for r in caplog.records)
+
+
+def test_judge_on_the_mesh_matches_one_device(monkeypatch):
+  one, model, tok = _tiny_judge(batch_size=2)
+  layout = layout_lib.Layout(mesh_lib.make_mesh({"data": 4, "tensor": 2}))
+  sharded = judge_lib.Judge(
+    model,
+    tok,
+    rubric="{completion}?",
+    max_new_tokens=6,
+    max_prompt_len=16,
+    batch_size=2,
+    chat_template=False,
+    layout=layout,
+  )
+  prompts = [tok.encode(t) for t in ("1+1?", "22?", "3?", "a b?", "7=7?")]
+  want = one.generate(prompts)
+  seen = []
+  sample = sampling.sample
+
+  def spy(graphdef, params, tokens, mask, key, **kw):
+    seen.append(tokens)
+    return sample(graphdef, params, tokens, mask, key, **kw)
+
+  monkeypatch.setattr(sampling, "sample", spy)
+  assert sharded.generate(prompts) == want
+  # 2 rows round up to 4 (split 4 ways over "data"): 5 prompts in 2 calls of 1 row per device.
+  assert sharded.batches.rows == 4 and len(seen) == 2
+  for tokens in seen:
+    assert len(tokens.sharding.device_set) == 8
+    assert {s.data.shape[0] for s in tokens.addressable_shards} == {1}

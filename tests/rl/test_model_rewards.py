@@ -7,10 +7,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from grpojax import models
+from grpojax.models import build, sequence_classifier
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import model_rewards, rollout, setup, source
@@ -52,7 +55,6 @@ def test_time_limit_returns_raises_and_times_out():
 def test_reward_model_scores_match_transformers(tmp_path):
   torch = pytest.importorskip("torch", reason="parity tests need the `reference` extra")
   transformers = pytest.importorskip("transformers", reason="needs the `reference` extra")
-  from grpojax.models import sequence_classifier
 
   torch.manual_seed(0)
   cfg = hf_reference.hf_config("qwen2_untied")
@@ -77,6 +79,70 @@ def test_reward_model_scores_match_transformers(tmp_path):
       want.append(hf_model(torch.tensor([ids])).logits[0, 0].item())
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   assert metrics == {"truncated": 1.0}
+
+
+def _tiny_classifier():
+  """A random 1-layer classifier with 2 labels; heads and MLP divide a tensor axis of 2."""
+  cfg = models.ModelConfig(
+    model_type="qwen2",
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    tie_word_embeddings=True,
+  )
+  # Random normal weights straight from NumPy (no initialiser to compile).
+  graphdef, abstract = nnx.split(build.abstract_policy(cfg))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+    lambda a: jnp.asarray(0.3 * rng.standard_normal(a.shape), a.dtype), abstract
+  )
+  score_dl = jnp.asarray(rng.standard_normal((32, 2)), jnp.float32)
+  return sequence_classifier.SequenceClassifier(graphdef, params, score_dl, cfg, pad_id=0)
+
+
+def test_reward_model_on_the_mesh_matches_one_device():
+  classifier, tok = _tiny_classifier(), _ByteTokenizer()
+  prompts = [f"question {i}: " * (1 + i % 3) for i in range(11)]
+  completions = [f"answer {i * 7}" for i in range(11)]
+  # Every call pads to 24 tokens: one compilation per layout.
+  kw = dict(label=1, max_len=24, batch_size=6, bucket=24, chat_template=False)
+  one = model_rewards.RewardModel(classifier, tok, **kw)
+  layout = layout_lib.Layout(mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+  sharded = model_rewards.RewardModel(classifier, tok, layout=layout, **kw)
+  calls = []
+  score_rows = sharded.score_rows
+
+  def spy(params, score_dl, tokens, mask):
+    out = score_rows(params, score_dl, tokens, mask)
+    calls.append((tokens, out))
+    return out
+
+  sharded.score_rows = spy
+  want, want_metrics = one(prompts, completions, [""] * 11)
+  got, metrics = sharded(prompts, completions, [""] * 11)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  # A prompt repeated twice or thrice (24+ bytes) with its answer exceeds 24: 7 of 11.
+  assert metrics == want_metrics == {"truncated": 7.0}
+  # 6 rows round up to 8 (the batch axes split 2 x 2 = 4 ways): 11 items in 2 calls, each
+  # array's rows split 4 ways (2 rows per device) and the q kernel's heads over "tensor".
+  assert sharded.batches.rows == 8 and len(calls) == 2
+  for tokens, out in calls:
+    for x in (tokens, out):
+      assert len(x.sharding.device_set) == 8
+      assert {s.data.shape[0] for s in x.addressable_shards} == {2}
+  q_kernel = sharded.params["layers"][0]["self_attn"]["q_proj"]["kernel"]
+  assert {s.data.shape for s in q_kernel[...].addressable_shards} == {(32, 16)}
+
+
+def test_compute_dtype_is_the_sources_or_the_policys():
+  config = _base_config()
+  assert model_rewards.compute_dtype(config.reward.judge, "bfloat16") == jnp.bfloat16
+  config.reward.judge.dtype = "float32"
+  assert model_rewards.compute_dtype(config.reward.judge, "bfloat16") == jnp.float32
 
 
 def _example(i):
@@ -133,6 +199,8 @@ def test_both_sources_are_off_by_default():
     ("judge.rubric", "Rate {answer}", r"config\.reward\.judge\.rubric: unknown field"),
     ("judge.time_limit_s", 0.0, r"config\.reward\.judge\.time_limit_s: must be > 0"),
     ("model.weight", float("nan"), r"config\.reward\.model\.weight: must be finite"),
+    ("model.dtype", "float16", r"config\.reward\.model\.dtype: 'float16'; must be one of"),
+    ("judge.on_too_long", "skip", r"config\.reward\.judge\.on_too_long: 'skip'; must be"),
   ],
 )
 def test_bad_settings_name_the_field(tmp_path, field, value, message):

@@ -198,6 +198,34 @@ def test_a_parquet_data_task_with_a_marker_and_numeric_answers(tmp_path):
   assert task.reward_fn("it is 1005", task.heldout[1]) == 1.0
 
 
+def test_a_math_verify_data_task_scores_latex_answers(tmp_path):
+  pytest.importorskip("math_verify", reason="needs the `math` extra")
+  rows = [
+    {"prompt": "Half of one?", "answer": "\\frac{1}{2}"},
+    {"prompt": "One over two, as a decimal?", "answer": "0.5"},
+    {"prompt": "Square root of four?", "answer": "2"},
+  ]
+  path = _write_jsonl(tmp_path / "math.jsonl", rows)
+  config = _config(
+    name="data", data_path=path, heldout_path=path, verifier="math_verify", heldout_size=3
+  )
+  config.tokenizer.path = "tok"  # validation reads no files
+  setup.validate_config(config)
+  task = setup.build_task(config.task, str(tmp_path / "data"))
+  half, decimal, root = task.heldout
+  assert (half.answer, decimal.answer) == ("\\frac{1}{2}", "0.5")
+  with task.reward_fn as verify:
+    # The same number written as a decimal, a fraction or a boxed LaTeX expression.
+    assert verify("so it is 0.5", half) == 1.0
+    assert verify("The answer is $\\boxed{\\frac{1}{2}}$.", half) == 1.0
+    assert verify("\\frac{2}{4}", decimal) == 1.0
+    assert verify("\\boxed{\\sqrt{4}}", root) == 1.0
+    # A different value, and a last line with no answer in it.
+    assert verify("\\frac{1}{3}", half) == 0.0
+    assert verify("\\boxed{0.25}", decimal) == 0.0
+    assert verify("2.5", root) == 0.0
+
+
 def test_a_bad_data_row_is_named_by_file_and_line(tmp_path):
   path = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "answer": "1"}, {"prompt": "b"}])
   config = _config(name="data", data_path=path, heldout_path=path)
