@@ -326,6 +326,7 @@ def build(
     temperature=ro.temperature,
     seq_chunk=tr.logprob_chunk,
     temperature_policy=rollout.temperature_policy(config),
+    length_buckets=tr.length_buckets,
   )
   micro_spec = jax.sharding.PartitionSpec(None, None, *layout.data.spec)
   micro_sharding = jax.sharding.NamedSharding(mesh, micro_spec)
