@@ -241,6 +241,10 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       # > 0: skip an update whose gradient norm exceeds this many times the median of the
       # recent ones (grpojax/rl/spike_guard.py); skipped updates count towards max_bad_steps.
       spike_guard=0.0,
+      # > 0: each micro-batch's forward/backward runs on rows grouped by completion length and
+      # cut to the shortest of this many static lengths that holds them (grpojax/rl/
+      # length_buckets.py); 0: every row at rollout.max_new_tokens.
+      length_buckets=0,
     )
   )
   c.eval = ml_collections.ConfigDict(

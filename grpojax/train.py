@@ -331,6 +331,7 @@ def build(
     seq_chunk=tr.logprob_chunk,
     temperature_policy=rollout.temperature_policy(config),
     max_turns=config.env.max_turns,
+    length_buckets=tr.length_buckets,
   )
   micro_spec = jax.sharding.PartitionSpec(None, None, *layout.data.spec)
   micro_sharding = jax.sharding.NamedSharding(mesh, micro_spec)

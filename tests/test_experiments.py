@@ -86,6 +86,13 @@ def test_bench_logprobs():
   assert _starting(lines, "ratio time       chunked/naive: ")
 
 
+def test_bench_learn():
+  lines = _python("bench_learn.py", "--smoke")
+  assert _starting(lines, "plain        : learn ") and _starting(lines, "ideal        : ")
+  bucketed = _starting(lines, "buckets 4    : learn ")
+  assert bucketed and "x ideal" in bucketed[0] and "positions 0." in bucketed[0]
+
+
 def test_bench_precision():
   lines = _python("bench_precision.py", "--smoke")
   assert _starting(lines, "mode ") and "update s" in _starting(lines, "mode ")[0]

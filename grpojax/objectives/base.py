@@ -365,6 +365,10 @@ class Objective(NamedTuple):
       batch (`Batch.turns`) in its order, each turn with its own advantages (scaled by the
       accumulated ratio of the turns already updated), optimiser steps and re-scoring
       (`rl.turn_update`).
+    micro_batch_statistics: whether the loss of a micro-batch reads statistics over the tokens
+      of all its rows (STAPO's entropy quantile, Clip-Cov's and KL-Cov's covariance selection),
+      so that it depends on which rows share a micro-batch; the update then keeps the plain
+      grouping of rows (no length bucketing).
   """
 
   advantage: GroupTransform
@@ -372,6 +376,7 @@ class Objective(NamedTuple):
   aggregate: Callable[[Array, Array], tuple[Array, Array]]
   lr_scaling: Any = None
   turn_schedule: Any = None
+  micro_batch_statistics: bool = False
 
   @property
   def requires(self) -> frozenset:

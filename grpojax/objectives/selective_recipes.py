@@ -52,7 +52,7 @@ def stapo(
     entropy_quantile=entropy_quantile,
     entropy_threshold=entropy_threshold if entropy_rule == "fixed" else None,
   )
-  return parts.objective(
+  objective = parts.objective(
     parts.zscore(eps, ddof),
     [filter_, parts.ppo_clip(epsilon_low, epsilon_high, INF)],
     aggregation.token_mean,
@@ -60,6 +60,8 @@ def stapo(
     kl_kind=kl_kind,
     entropy_coef=entropy_coef,
   )
+  # The entropy quantile is taken over the micro-batch's tokens.
+  return objective._replace(micro_batch_statistics=entropy_rule == "quantile")
 
 
 def progrpo(
@@ -135,7 +137,7 @@ def clip_cov(
     clip_cov_lb=clip_cov_lb,
     clip_cov_ub=clip_cov_ub,
   )
-  return parts.objective(
+  objective = parts.objective(
     parts.zscore(eps, ddof),
     [surrogate],
     aggregation.token_mean,
@@ -143,6 +145,8 @@ def clip_cov(
     kl_kind=kl_kind,
     entropy_coef=entropy_coef,
   )
+  # The covariance selection ranks the micro-batch's tokens.
+  return objective._replace(micro_batch_statistics=True)
 
 
 def kl_cov(
@@ -164,7 +168,7 @@ def kl_cov(
   surrogate = t.policy_loss(
     selective_surrogates.kl_cov, kl_cov_ratio=kl_cov_ratio, kl_coef=kl_cov_coef
   )
-  return parts.objective(
+  objective = parts.objective(
     parts.zscore(eps, ddof),
     [surrogate],
     aggregation.token_mean,
@@ -172,6 +176,8 @@ def kl_cov(
     kl_kind=kl_kind,
     entropy_coef=entropy_coef,
   )
+  # The covariance selection ranks the micro-batch's tokens.
+  return objective._replace(micro_batch_statistics=True)
 
 
 def oapl(

@@ -171,6 +171,14 @@ def validate_config(config: ml_collections.ConfigDict) -> objectives.Objective:
   )
   _require(tr.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1")
   _require(
+    isinstance(tr.length_buckets, int)
+    and not isinstance(tr.length_buckets, bool)
+    and 0 <= tr.length_buckets <= ro.max_new_tokens,
+    "train.length_buckets",
+    f"must be an int in [0, rollout.max_new_tokens = {ro.max_new_tokens}] (0: off), got "
+    f"{tr.length_buckets!r}",
+  )
+  _require(
     tr.spike_guard == 0 or tr.spike_guard > 1,
     "train.spike_guard",
     f"must be 0 (off) or a factor > 1, got {tr.spike_guard}",

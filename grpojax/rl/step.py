@@ -14,6 +14,9 @@ benchmarks compile the same function.
 Micro-batches are contiguous row slices: minibatch u holds rows [u·B/M, (u+1)·B/M), micro-batch
 k of it the k-th slice of `microbatch_rows` rows, each split over the batch axes of the mesh.
 The randomness of micro-batch (update u, first row r) is `fold_in(key, 1 + u·B + r)`.
+With `length_buckets` the gradient is computed on micro-batches of the minibatch's rows sorted by
+completion length, each cut to a static bucket length (`rl.length_buckets`, where the exactness
+argument is); loss, objective state and metrics still come from these contiguous micro-batches.
 
 With one optimiser step per rollout the old log-probs are the current policy's, so they come
 out of the update's own forward pass (detached), as TRL does; otherwise the rollout is scored
@@ -33,7 +36,7 @@ from flax import nnx
 
 from grpojax import models, objectives, types
 from grpojax.objectives import aggregation, gae, masked
-from grpojax.rl import turn_update
+from grpojax.rl import length_buckets, turn_update
 
 
 class TrainState(NamedTuple):
@@ -96,6 +99,9 @@ class UpdateConfig:
       the update then re-evaluates each token's temperature log-density under the current
       temperature head (`LossInputs.temperature_logprobs`).
     max_turns: T, the turns an objective with a turn schedule updates (`env.max_turns`).
+    length_buckets: 0, or the number of static completion lengths a micro-batch's
+      forward/backward may be cut to (`rl.length_buckets`); rows are then grouped into
+      micro-batches by length within each minibatch.
   """
 
   group_size: int
@@ -108,6 +114,7 @@ class UpdateConfig:
   max_tis_ratio: float = 2.0
   temperature_policy: Any = None
   max_turns: int = 1
+  length_buckets: int = 0
 
 
 def split_trainable(params, trainable=nnx.Param):
@@ -125,6 +132,18 @@ def fuses_old_logprobs(objective: objectives.Objective, cfg: UpdateConfig) -> bo
     and not objective.advantages_need_old_logprobs
     and not objective.advantages_need_values
   )
+
+
+def buckets_lengths(objective: objectives.Objective, cfg: UpdateConfig, max_new_tokens: int):
+  """The static completion lengths of the length-bucketed update, or None where it runs
+  unbucketed: `length_buckets` 0; an objective whose loss reads statistics over a micro-batch's
+  tokens (the grouping by length would change its gradient); a turn schedule (its per-turn
+  re-scoring and masks run the plain path)."""
+  if cfg.length_buckets == 0 or objective.micro_batch_statistics:
+    return None
+  if objective.turn_schedule is not None:
+    return None
+  return length_buckets.bucket_lengths(max_new_tokens, cfg.length_buckets)
 
 
 def mismatch_metrics(trainer_lp, sampler_lp, mask, *, tis_cap: float = 2.0):
@@ -229,26 +248,45 @@ def build_update(
   num_updates = cfg.epochs * cfg.minibatches
   needs_prompt = "prompt_logprobs" in objective.advantage.requires
 
-  def score_all(params, seqs, k):
+  def score_all(params, seqs, k, buckets=None):
     """Old (or reference) log-probs, entropy, value-head outputs (None without a value head) and
     prompt-token log-probs (None unless the advantages read them, as ProGRPO's c(q) does) of
-    every row, micro-batch by micro-batch."""
+    every row, micro-batch by micro-batch; with `buckets`, of micro-batches of rows sorted by
+    length, each cut to its bucket (a forward pass only: the switch needs no residuals)."""
 
-    def body(_, seqs_m):
+    def outputs(seqs_m, keep=None):
+      n = seqs_m.completion_mask.shape[1]
       out = models.split_and_score(
         graphdef,
         params,
-        seqs_m,
+        seqs_m if keep is None else length_buckets.cut(seqs_m, keep),
         compute_entropy=True,
         compute_prompt_logprobs=needs_prompt,
         **score_kw,
       )
-      return None, (out.logprobs, out.entropy, out.values, out.prompt_logprobs)
+      pad = lambda x: length_buckets.pad_back(x, n)
+      return pad(out.logprobs), pad(out.entropy), pad(out.values), out.prompt_logprobs
 
-    _, (lp, ent, values, prompt_lp) = jax.lax.scan(
-      body, None, _micro(seqs, k, cfg.microbatch_rows, constrain)
-    )
-    return _rows(lp), _rows(ent), _rows(values), _rows(prompt_lp)
+    if buckets is None:
+      _, outs = jax.lax.scan(
+        lambda _, seqs_m: (None, outputs(seqs_m)),
+        None,
+        _micro(seqs, k, cfg.microbatch_rows, constrain),
+      )
+      return tuple(_rows(x) for x in outs)
+    lengths = length_buckets.completion_lengths(seqs)
+    perm = length_buckets.sort_within(lengths, 1)
+    branches = [functools.partial(outputs, keep=keep) for keep in buckets]
+
+    def body(_, xs):
+      seqs_m, lengths_m = xs
+      return None, jax.lax.switch(length_buckets.bucket_index(lengths_m, buckets), branches, seqs_m)
+
+    seqs_k = _micro(jax.tree.map(lambda x: x[perm], seqs), k, cfg.microbatch_rows, constrain)
+    lengths_k = lengths[perm].reshape(k, cfg.microbatch_rows)
+    _, outs = jax.lax.scan(body, None, (seqs_k, lengths_k))
+    back = length_buckets.inverse_permutation(perm)
+    return tuple(None if x is None else _rows(x)[back] for x in outs)
 
   def row_grad_sq_norms(params, seqs):
     """‖∇_θ Σ_t log π_θ(y_t)‖² of every row over the trainable parameters [B] (VCPO's optimal
@@ -277,39 +315,65 @@ def build_update(
     out = jax.eval_shape(objective.lr_scaling.observe, like, like, like)
     return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out)
 
-  def micro_loss(train_params, frozen, seqs_m, x_m, obj_state, key):
+  def loss_inputs(train_params, frozen, seqs_m, x_m, key, keep=None):
+    """The objective's inputs on micro-batch `seqs_m`, its policy outputs from a forward pass on
+    the rows cut to their first `keep` completion positions (None: all) and padded back."""
+    n = seqs_m.completion_mask.shape[1]
+    seqs_run = seqs_m if keep is None else length_buckets.cut(seqs_m, keep)
     policy = models.split_and_score(
-      graphdef, nnx.merge_state(train_params, frozen), seqs_m, compute_entropy=True, **score_kw
+      graphdef, nnx.merge_state(train_params, frozen), seqs_run, compute_entropy=True, **score_kw
     )
-    old = jax.lax.stop_gradient(policy.logprobs) if fused else x_m["old"]
     temperature_logprobs = None
     if cfg.temperature_policy is not None:  # log p_φ(τ_t) of the sampled τ under the current head
-      temperature_logprobs = cfg.temperature_policy.log_prob(policy.temperature, seqs_m.temperature)
-    inputs = objectives.LossInputs(
-      logprobs=policy.logprobs,
+      temperature_logprobs = cfg.temperature_policy.log_prob(
+        policy.temperature, seqs_run.temperature
+      )
+    pad = lambda x: length_buckets.pad_back(x, n)
+    logprobs = pad(policy.logprobs)
+    return objectives.LossInputs(
+      logprobs=logprobs,
       mask=seqs_m.completion_mask,
-      old_logprobs=old,
+      old_logprobs=jax.lax.stop_gradient(logprobs) if fused else x_m["old"],
       sampler_logprobs=x_m["sampler"],
       ref_logprobs=x_m.get("ref"),
       advantages=x_m["adv"],
-      entropy=policy.entropy,
-      values=policy.values,
+      entropy=pad(policy.entropy),
+      values=pad(policy.values),
       log_z=policy.log_z,
-      temperature=policy.temperature,
-      temperature_logprobs=temperature_logprobs,
+      temperature=pad(policy.temperature),
+      temperature_logprobs=pad(temperature_logprobs),
       sampler_temperature_logprobs=x_m.get("tau_sampler"),
       rewards=x_m["rewards"],
       stream=x_m.get("stream"),
       key=key,
     )
+
+  def lr_observation(inputs):
+    """The learning-rate scaling's observation of this forward pass (None without one)."""
+    if objective.lr_scaling is None:
+      return None
+    logprobs = jax.lax.stop_gradient(inputs.logprobs)
+    return objective.lr_scaling.observe(logprobs, inputs.sampler_logprobs, inputs.mask)
+
+  def micro_loss(train_params, frozen, seqs_m, x_m, obj_state, key):
+    inputs = loss_inputs(train_params, frozen, seqs_m, x_m, key)
     loss_sum, denominator, metrics, obj_state = objective.loss(obj_state, inputs)
-    entropy = jax.lax.stop_gradient(policy.entropy)
-    lr_obs = None
-    if objective.lr_scaling is not None:  # observed on this forward pass: the step's own policy
-      lr_obs = objective.lr_scaling.observe(
-        jax.lax.stop_gradient(policy.logprobs), x_m["sampler"], seqs_m.completion_mask
-      )
-    return loss_sum, (denominator, metrics, obj_state, old, entropy, lr_obs)
+    entropy = jax.lax.stop_gradient(inputs.entropy)
+    # Observed on this forward pass: the step's own policy.
+    lr_obs = lr_observation(inputs)
+    return loss_sum, (denominator, metrics, obj_state, inputs.old_logprobs, entropy, lr_obs)
+
+  def bucket_grad(keep, train_params, frozen, seqs_m, x_m, obj_state, key):
+    """(gradient of the micro-batch's loss sum, its objective inputs without gradient) with the
+    forward/backward on the rows cut to `keep` completion positions: one `lax.switch` branch."""
+
+    def loss_sum(p):
+      inputs = loss_inputs(p, frozen, seqs_m, x_m, key, keep)
+      return objective.loss(obj_state, inputs)[0], inputs
+
+    (_, inputs), grads = jax.value_and_grad(loss_sum, has_aux=True)(train_params)
+    inputs = jax.lax.stop_gradient(dataclasses.replace(inputs, key=None))
+    return grads, inputs
 
   grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -322,6 +386,7 @@ def build_update(
         f"micro-batches of {cfg.microbatch_rows} rows and groups of {cfg.group_size}"
       )
     turn_update.check_turns(objective, batch.turns)
+    buckets = buckets_lengths(objective, cfg, mask.shape[1])
     k_all = rows // cfg.microbatch_rows
     mb_rows = rows // cfg.minibatches
     k_mb = mb_rows // cfg.microbatch_rows
@@ -332,10 +397,10 @@ def build_update(
       per_row["tau_sampler"] = batch.temperature_logprobs
     old_lp = entropy = old_values = prompt_lp = None
     if not fused:
-      old_lp, entropy, old_values, prompt_lp = score_all(state.params, seqs, k_all)
+      old_lp, entropy, old_values, prompt_lp = score_all(state.params, seqs, k_all, buckets)
       per_row["old"] = old_lp
     if use_reference:
-      per_row["ref"] = score_all(state.ref_params, seqs, k_all)[0]
+      per_row["ref"] = score_all(state.ref_params, seqs, k_all, buckets)[0]
     rewards_pg = batch.rewards.reshape(rows // cfg.group_size, cfg.group_size)
     grad_sq_norms = None
     if "grad_sq_norms" in objective.advantage.requires:
@@ -353,30 +418,48 @@ def build_update(
       prompt_mask=prompt_mask,
     )
 
+    def stack(tree):
+      """[B, ...] leaves -> [M, K, rows, ...]: minibatch u's micro-batches, each split over the
+      batch axes."""
+      return jax.tree.map(
+        lambda x: constrain(x.reshape(cfg.minibatches, k_mb, cfg.microbatch_rows, *x.shape[1:])),
+        tree,
+      )
+
     def run_steps(carry, seqs, per_row, key):
       """`epochs x minibatches` optimiser steps on `seqs` with the inputs `per_row`."""
-      # [M, K, rows, ...]: minibatch u's micro-batches, each split over the batch axes.
-      mb_seqs = jax.tree.map(
-        lambda x: constrain(x.reshape(cfg.minibatches, k_mb, cfg.microbatch_rows, *x.shape[1:])),
-        (seqs, per_row),
-      )
-      one_step = functools.partial(optimizer_step, mb_seqs, key)
+      mb_seqs = stack((seqs, per_row))
+      by_length = None
+      if buckets is not None:  # the same rows, sorted by length within each minibatch
+        lengths = length_buckets.completion_lengths(seqs)
+        perm = length_buckets.sort_within(lengths, cfg.minibatches)
+        rows_back = length_buckets.inverse_permutation(perm).reshape(cfg.minibatches, mb_rows)
+        rows_back = rows_back - jnp.arange(cfg.minibatches, dtype=jnp.int32)[:, None] * mb_rows
+        take = lambda tree: jax.tree.map(lambda x: x[perm], tree)
+        by_length = (stack(take((seqs, per_row, lengths))), rows_back)
+      one_step = functools.partial(optimizer_step, mb_seqs, by_length, key)
       if num_updates == 1:
         carry, outs = one_step(carry, jnp.int32(0))
         return carry, jax.tree.map(lambda x: x[None], outs)
       return jax.lax.scan(one_step, carry, jnp.arange(num_updates))
 
-    def optimizer_step(mb_seqs, key, carry, u):
-      params, opt_state, obj_state = carry
-      mb = u % cfg.minibatches
-      seqs_k, x_k = jax.tree.map(lambda x: x[mb], mb_seqs)
-      train_params, frozen = split(params)
+    def micro_key(key, u, mb, k):
+      """The randomness of micro-batch k of minibatch mb in optimiser step u."""
+      first_row = mb * mb_rows + k * cfg.microbatch_rows
+      return jax.random.fold_in(key, 1 + u * rows + first_row)
 
+    def scan_micro(body, acc, xs):
+      """`lax.scan` over the K micro-batches (a plain call for one)."""
+      if k_mb == 1:
+        acc, out = body(acc, jax.tree.map(lambda x: x[0], xs))
+        return acc, jax.tree.map(lambda x: x[None], out)
+      return jax.lax.scan(body, acc, xs)
+
+    def plain_micro_steps(train_params, frozen, obj_state, seqs_k, x_k, key, u, mb):
       def micro_step(acc, xs):
         grads, loss_sum, denominator, obj_state, lr_acc = acc
         seqs_m, x_m, k = xs
-        first_row = mb * mb_rows + k * cfg.microbatch_rows
-        key_m = jax.random.fold_in(key, 1 + u * rows + first_row)
+        key_m = micro_key(key, u, mb, k)
         (ls, (dn, metrics, obj_state, old, ent, lr_obs)), g = grad_fn(
           train_params, frozen, seqs_m, x_m, obj_state, key_m
         )
@@ -388,12 +471,55 @@ def build_update(
 
       zeros = jax.tree.map(jnp.zeros_like, train_params)
       acc = (zeros, jnp.float32(0.0), jnp.float32(0.0), obj_state, lr_zeros(mask[:1]))
-      micro_xs = (seqs_k, x_k, jnp.arange(k_mb))
-      if k_mb == 1:
-        acc, out = micro_step(acc, jax.tree.map(lambda x: x[0], micro_xs))
-        out = jax.tree.map(lambda x: x[None], out)
+      return scan_micro(micro_step, acc, (seqs_k, x_k, jnp.arange(k_mb)))
+
+    def bucketed_micro_steps(train_params, frozen, obj_state, by_length_k, rows_back, key, u, mb):
+      """`plain_micro_steps` with the gradient from micro-batches of rows sorted by length,
+      each cut to its bucket; loss sums, denominators, state and metrics from the objective
+      re-run, without gradients, on the plain micro-batches (see `rl.length_buckets`)."""
+      branches = [functools.partial(bucket_grad, keep) for keep in buckets]
+
+      def grad_step(grads, xs):
+        seqs_m, x_m, lengths_m, k = xs
+        branch = length_buckets.bucket_index(lengths_m, buckets)
+        key_m = micro_key(key, u, mb, k)
+        g, inputs = jax.lax.switch(
+          branch, branches, train_params, frozen, seqs_m, x_m, obj_state, key_m
+        )
+        return jax.tree.map(jnp.add, grads, g), inputs
+
+      zeros = jax.tree.map(jnp.zeros_like, train_params)
+      grads, inputs_k = scan_micro(grad_step, zeros, (*by_length_k, jnp.arange(k_mb)))
+      # Back to the rows of the plain micro-batches.
+      inputs_k = jax.tree.map(lambda x: _rows(x)[rows_back].reshape(x.shape), inputs_k)
+
+      def objective_step(acc, xs):
+        loss_sum, denominator, obj_state, lr_acc = acc
+        inputs, k = xs
+        inputs = dataclasses.replace(inputs, key=micro_key(key, u, mb, k))
+        ls, dn, metrics, obj_state = objective.loss(obj_state, inputs)
+        lr_acc = jax.tree.map(jnp.add, lr_acc, lr_observation(inputs))
+        weight = jnp.sum((inputs.mask > 0).astype(jnp.float32))
+        acc = (loss_sum + ls, denominator + dn, obj_state, lr_acc)
+        return acc, (metrics, weight, inputs.old_logprobs, inputs.entropy)
+
+      acc = (jnp.float32(0.0), jnp.float32(0.0), obj_state, lr_zeros(mask[:1]))
+      acc, out = scan_micro(objective_step, acc, (inputs_k, jnp.arange(k_mb)))
+      return (grads, *acc), out
+
+    def optimizer_step(mb_seqs, by_length, key, carry, u):
+      params, opt_state, obj_state = carry
+      mb = u % cfg.minibatches
+      train_params, frozen = split(params)
+      if by_length is None:
+        seqs_k, x_k = jax.tree.map(lambda x: x[mb], mb_seqs)
+        acc, out = plain_micro_steps(train_params, frozen, obj_state, seqs_k, x_k, key, u, mb)
       else:
-        acc, out = jax.lax.scan(micro_step, acc, micro_xs)
+        stacks, rows_back = by_length
+        by_length_k = jax.tree.map(lambda x: x[mb], stacks)
+        acc, out = bucketed_micro_steps(
+          train_params, frozen, obj_state, by_length_k, rows_back[mb], key, u, mb
+        )
       grads, loss_sum, denominator, obj_state, lr_acc = acc
       scale, scale_metrics = None, {}
       if objective.lr_scaling is not None:

@@ -54,6 +54,8 @@ def test_unknown_argument_and_typos_fail_loudly():
     ("rollout.temperature", 0.0, "rollout.temperature"),
     ("train.minibatches", 3, "train.minibatches"),
     ("train.microbatch_rows", 48, "train.microbatch_rows"),
+    ("train.length_buckets", -1, "train.length_buckets"),
+    ("train.length_buckets", 10**6, "train.length_buckets"),
     ("eval.pass_k", 16, "eval.pass_k"),
     ("optim.learning_rate", -1.0, "optim.learning_rate"),
     ("model.dtype", "float16", "model.dtype"),

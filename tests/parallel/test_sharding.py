@@ -4,6 +4,8 @@ Runs on the 8 fake CPU devices of `tests/conftest.py`. One tiny random Decoder (
 vocabulary dimension exercises the replicate-on-indivisible fallback) is built once and reused.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -321,6 +323,30 @@ def test_unpinned_update_computes_the_same_step(setup):
   update, state, batch, state_sh = _sharded_update(setup, _mesh((2, 2, 2)), pin=False)
   new_state, metrics = update(state, batch, setup["key"])
   _assert_update_matches(setup, new_state, metrics, state_sh, layout_kept=False)
+
+
+def test_sharded_bucketed_update_equals_unsharded(setup):
+  """Length bucketing under the trainer's shardings (rows gathered by length across the batch
+  shards, micro-batches cut to 3 or 6 completion tokens) gives the one-device plain step."""
+  seqs = setup["batch"].seqs
+  short_bn = (np.arange(B)[:, None] % 2 == 0) & (np.arange(N)[None] >= N // 2)  # rows 0, 2, ..
+  cut_n = lambda x: jnp.where(short_bn, 0, x)
+  seqs = seqs._replace(
+    attn_mask=jnp.concatenate([seqs.attn_mask[:, :TP], cut_n(seqs.attn_mask[:, TP:])], 1),
+    completion_mask=cut_n(seqs.completion_mask),
+  )
+  batch = setup["batch"]._replace(seqs=seqs)
+  plain = step.build_update(
+    setup["graphdef"], setup["objective"], setup["optimizer"], setup["ucfg"]
+  )
+  want_state, want_metrics = jax.jit(plain)(
+    jax.tree.map(jnp.copy, setup["state"]), batch, setup["key"]
+  )
+  ucfg = dataclasses.replace(setup["ucfg"], length_buckets=2)
+  bucketed = dict(setup, ucfg=ucfg, batch=batch, ref=dict(state=want_state, metrics=want_metrics))
+  update, state, batch_sh, state_sh = _sharded_update(bucketed, _mesh((2, 2, 2)), pin=True)
+  new_state, metrics = update(state, batch_sh, setup["key"])
+  _assert_update_matches(bucketed, new_state, metrics, state_sh)
 
 
 # --- sharded sampling ------------------------------------------------------------------------
