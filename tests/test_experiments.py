@@ -148,3 +148,9 @@ def test_multiturn_study():
   assert len(_starting(lines, "RESULT ")) == 2  # GRPO and SeeUPO on the calculator, one seed
   assert _starting(lines, "| grpo | ") and _starting(lines, "| seeupo | ")
   assert lines[-1].startswith("wrote ") and lines[-1].endswith("multiturn.png")
+
+
+def test_bench_pipeline():
+  lines = _python("bench_pipeline.py", "--smoke")
+  assert _starting(lines, "pipeline sync  (-): ") and _starting(lines, "pipeline async (")
+  assert _starting(lines, "ratio async/sync: ")
