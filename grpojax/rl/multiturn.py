@@ -34,7 +34,7 @@ from absl import logging
 
 from grpojax import sampling, types
 from grpojax.parallel import host_data
-from grpojax.rl import evaluation, group_edits, rollout, step
+from grpojax.rl import group_edits, rollout, step
 from grpojax.tasks import environments, plugins
 
 # What `_call_all` reports for each call.
@@ -438,15 +438,7 @@ def evaluate(run, layout, sampler, params, config, key, examples=None) -> rollou
   texts_pn = [flat[i * n : (i + 1) * n] for i in range(len(examples))]
   rewards_pn = np.asarray(join(False, 1)).reshape(-1, n)
   lengths_pn = np.asarray(join(False, 2)).reshape(-1, n)
-  metrics = evaluation.summarize(
-    greedy_correct_p=greedy_rewards >= 1.0,
-    greedy_lengths_p=greedy_lengths,
-    correct_pn=rewards_pn >= 1.0,
-    answers_pn=[[evaluation.extract_answer(t) for t in texts] for texts in texts_pn],
-    lengths_pn=lengths_pn,
-    k=ev.pass_k,
-  )
-  records = evaluation.example_records(
+  return rollout.scored_evaluation(
     examples,
     greedy_texts=greedy_texts,
     greedy_rewards=greedy_rewards,
@@ -456,4 +448,3 @@ def evaluate(run, layout, sampler, params, config, key, examples=None) -> rollou
     lengths_pn=lengths_pn,
     k=ev.pass_k,
   )
-  return rollout.Evaluation(metrics, records)

@@ -520,13 +520,30 @@ def evaluate(run, layout, sampler, params, config, key, examples=None) -> Evalua
   texts_pn = [flat_texts[i * n : (i + 1) * n] for i in range(len(examples))]
   rewards_pn = np.concatenate([r for _, r, _ in sampled]).reshape(-1, n)
   lengths_pn = np.concatenate([length for _, _, length in sampled]).reshape(-1, n)
+  return scored_evaluation(
+    examples,
+    greedy_texts=greedy_texts,
+    greedy_rewards=greedy_rewards,
+    greedy_lengths=greedy_lengths,
+    texts_pn=texts_pn,
+    rewards_pn=rewards_pn,
+    lengths_pn=lengths_pn,
+    k=ev.pass_k,
+  )
+
+
+def scored_evaluation(
+  examples, *, greedy_texts, greedy_rewards, greedy_lengths, texts_pn, rewards_pn, lengths_pn, k
+) -> Evaluation:
+  """The `Evaluation` of scored completions: greedy ones [P] and n sampled ones [P, n] per
+  example (a completion is correct when its reward is the full 1)."""
   metrics = evaluation.summarize(
     greedy_correct_p=greedy_rewards >= 1.0,
     greedy_lengths_p=greedy_lengths,
     correct_pn=rewards_pn >= 1.0,
     answers_pn=[[evaluation.extract_answer(t) for t in texts] for texts in texts_pn],
     lengths_pn=lengths_pn,
-    k=ev.pass_k,
+    k=k,
   )
   records = evaluation.example_records(
     examples,
@@ -536,6 +553,6 @@ def evaluate(run, layout, sampler, params, config, key, examples=None) -> Evalua
     texts_pn=texts_pn,
     rewards_pn=rewards_pn,
     lengths_pn=lengths_pn,
-    k=ev.pass_k,
+    k=k,
   )
   return Evaluation(metrics, records)
