@@ -22,6 +22,14 @@ reference model: group z-score advantages, PPO-clip surrogate (eps 0.2), per-seq
   batch feeds one optimiser step) and learn (the rest of the step).
 * plain PyTorch: transformers `generate` for the 128 rollouts, then one forward, backward and
   `torch.optim.AdamW` step of the same GRPO loss written directly in torch.
+* tunix (the JAX peer, `GRPOLearner` of google-tunix): the same checkpoint loaded into tunix's
+  own Qwen2 (`qwen2.params.create_model_from_safe_tensors`), actor and vanilla sampler colocated
+  on one Auto mesh (so they share the weights and tunix syncs none), `GRPOConfig(beta=0,
+  num_iterations=1, epsilon=0.2)` with its default per-sequence token mean, the same optax AdamW
+  with global-norm clipping, one mini-batch of all rows. Its EOS is an id the model cannot sample,
+  so every row samples all new tokens. A step is tunix's global step (rollout, rewards and
+  advantages, update); generate is `RLCluster.generate`. tunix marks sampled pad ids (0) as
+  padding, ~1/vocab of the tokens.
 
 TRL runs as a competent CPU user would set it up: `bf16=False` and
 `gradient_checkpointing=False`, both of which TRL 1.16 turns on by default. Its bf16 default
@@ -40,8 +48,16 @@ reported apart. Run on a quiet machine:
   python experiments/bench_step.py --steps 7
   python experiments/bench_step.py --smoke      # tiny shapes, one step each: checks code paths
 
-Needs the `reference` extra (torch, transformers, trl, datasets) for the peers; without them
-only grpojax runs and each peer prints why it was skipped.
+Needs the `reference` extra (torch, transformers, trl, datasets) for the torch peers and the
+`peers-jax` extra (google-tunix) for tunix; without them only grpojax runs and each peer prints
+why it was skipped. tunix 0.1.7 declares safetensors<0.8, and pip then moves transformers back
+to a version that breaks beside the reference extra, so all peers run from a virtual
+environment over the installed one, without tunix's copies of those packages (tunix's GRPO path
+runs with safetensors 0.8):
+
+  python -m venv --system-site-packages VENV && VENV/bin/pip install google-tunix==0.1.7
+  VENV/bin/pip uninstall -y transformers safetensors tokenizers huggingface_hub
+  VENV/bin/python experiments/bench_step.py --steps 7
 
 Measured 2026-12-06 on a 2-core AMD EPYC machine with AVX-512 (so torch's oneDNN bf16 GEMMs
 were usable here and TRL's bf16 slow path could not occur), jax 0.10.2, torch 2.13.0,
@@ -82,6 +98,7 @@ flags.DEFINE_integer(
 flags.DEFINE_bool("smoke", False, "Tiny shapes, one warm-up and one timed step of everything.")
 flags.DEFINE_bool("skip_trl", False, "Skip TRL's GRPOTrainer.")
 flags.DEFINE_bool("skip_torch", False, "Skip the plain PyTorch loop.")
+flags.DEFINE_bool("skip_tunix", False, "Skip tunix's GRPOLearner.")
 flags.DEFINE_bool("skip_bf16", False, "Skip the extra grpojax run with bfloat16 compute.")
 flags.DEFINE_bool(
   "trl_defaults",
@@ -247,17 +264,30 @@ def bench_grpojax(path, shape: Shape, steps, warmup, dtype: str, texts, measure_
   from flax import nnx
 
   from grpojax import train, types
-  from grpojax.rl import step
+  from grpojax.parallel import layout as layout_lib
+  from grpojax.rl import pipeline, step
 
   config = grpojax_config(shape, path, dtype, warmup + steps)
   program = build_program(config, texts, shape.vocab)
   assert not program.use_reference
   state = program.init_state(nnx.state(program.run.model))
   key = jax.random.key(config.seed)
+  # The trainer's rollout pipeline (synchronous here): step i samples with its own key.
+  produce = lambda params, data, i: train._produce(
+    program, config, params, data, i, jax.random.fold_in(key, i)
+  )
+  pipe = pipeline.build(
+    config,
+    produce,
+    total_steps=warmup + steps,
+    batch_shardings=program.batch_shardings,
+    copy=layout_lib.copy_tree,
+  )
   logs_all = []
   for i in range(warmup + steps):
     t = time.perf_counter()
-    state, logs, finite = train._rl_step(program, config, state, jax.random.fold_in(key, i), i)
+    key_i = jax.random.fold_in(key, i)
+    state, logs, finite = train._rl_step(program, config, state, key_i, i, pipe)
     jax.block_until_ready(state.params)
     logs["step_s"] = time.perf_counter() - t
     assert finite, logs
@@ -285,6 +315,166 @@ def bench_grpojax(path, shape: Shape, steps, warmup, dtype: str, texts, measure_
     # 6ND over the non-embedding parameters, plus the tied LM head's matmul (forward + backward).
     out["analytic_flops"] = 6 * (n_params - embed) * rows * n + 3 * 2 * embed * rows * n
   return out
+
+
+class _TunixIdTokenizer:
+  """tunix's tokenizer protocol over decimal ids. Its EOS is an id the model cannot sample (the
+  vocabulary size), so no row stops early, as `min_new_tokens` does for TRL."""
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = vocab_size
+
+  def encode(self, text: str, **kwargs) -> list[int]:
+    del kwargs
+    return [int(t) for t in str(text).split()]
+
+  def decode(self, ids, **kwargs) -> str:
+    del kwargs
+    return " ".join(str(int(t)) for t in ids)
+
+  def bos_id(self):
+    return None
+
+  def eos_id(self) -> int:
+    return self.vocab_size
+
+  def pad_id(self) -> int:
+    return PAD
+
+
+def tunix_model_config(path: str):
+  """tunix's Qwen2 config for the checkpoint at `path` (its `config.json`)."""
+  import json
+
+  from tunix.models.qwen2 import model as qwen2
+
+  with open(os.path.join(path, "config.json")) as f:
+    hf = json.load(f)
+  return qwen2.ModelConfig(
+    num_layers=hf["num_hidden_layers"],
+    vocab_size=hf["vocab_size"],
+    embed_dim=hf["hidden_size"],
+    hidden_dim=hf["intermediate_size"],
+    num_heads=hf["num_attention_heads"],
+    head_dim=hf["head_dim"],
+    num_kv_heads=hf["num_key_value_heads"],
+    rope_theta=int(hf["rope_theta"]),
+    norm_eps=hf["rms_norm_eps"],
+    use_tied_embedding=hf["tie_word_embeddings"],
+  )
+
+
+def bench_tunix(path: str, shape: Shape, steps: int, warmup: int, texts):
+  """Times tunix `GRPOLearner` steps on the same checkpoint (loaded into tunix's own Qwen2);
+  returns a dict of medians, versions and settings."""
+  import importlib.metadata
+
+  import jax
+  import numpy as np
+  import optax
+  from tunix.models.qwen2 import params as qwen2_params
+  from tunix.rl import rl_cluster
+  from tunix.rl.grpo import grpo_learner
+  from tunix.rl.rollout import base_rollout
+
+  # One device, actor and sampler colocated: they share the weights, so tunix skips its
+  # weight sync. tunix's models need an Auto mesh (jax.make_mesh defaults to Explicit axes).
+  auto = (jax.sharding.AxisType.Auto,) * 2
+  mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=auto, devices=jax.devices()[:1])
+  model = qwen2_params.create_model_from_safe_tensors(path, tunix_model_config(path), mesh)
+  tokenizer = _TunixIdTokenizer(shape.vocab)
+  optimizer = optax.chain(
+    optax.clip_by_global_norm(1.0), optax.adamw(LR, b1=0.9, b2=B2, eps=1e-8, weight_decay=0.0)
+  )
+  rollout_config = base_rollout.RolloutConfig(
+    max_tokens_to_generate=shape.new_tokens,
+    max_prompt_length=shape.prompt_len,
+    kv_cache_size=shape.prompt_len + shape.new_tokens,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=None,
+    eos_tokens=[tokenizer.eos_id()],
+  )
+  training_config = rl_cluster.RLTrainingConfig(
+    actor_optimizer=optimizer,
+    eval_every_n_steps=10**9,
+    max_steps=warmup + steps,
+    mini_batch_size=shape.prompts,  # in prompts: one optimiser step on all rows
+    train_micro_batch_size=shape.prompts,
+  )
+  cluster = rl_cluster.RLCluster(
+    actor=model,
+    tokenizer=tokenizer,
+    cluster_config=rl_cluster.ClusterConfig(
+      role_to_mesh={role: mesh for role in rl_cluster.Role},
+      rollout_engine="vanilla",
+      offload_to_cpu=False,
+      training_config=training_config,
+      rollout_config=rollout_config,
+    ),
+  )
+  algo = grpo_learner.GRPOConfig(
+    num_generations=shape.samples, num_iterations=1, beta=0.0, epsilon=CLIP_EPS
+  )
+
+  def even_fraction(prompts, completions, **kwargs):
+    del prompts, kwargs
+    return [_even_fraction(tokenizer.encode(c)) for c in completions]
+
+  learner = grpo_learner.GRPOLearner(
+    rl_cluster=cluster, algo_config=algo, reward_fns=[even_fraction]
+  )
+  times = {"step": [], "generate": []}
+  lengths = []
+
+  def timed(name, fn):
+    def wrapper(*a, **kw):
+      t = time.perf_counter()
+      out = fn(*a, **kw)
+      times[name].append(time.perf_counter() - t)
+      if name == "generate":
+        lengths.extend(len(ids) for ids in out.tokens)
+      return out
+
+    return wrapper
+
+  # A global step holds the rollout (`RLCluster.generate`), the rewards and advantages, and the
+  # update; tunix syncs no weights between colocated actor and sampler.
+  cluster.generate = timed("generate", cluster.generate)
+  learner._run_global_step = timed("step", learner._run_global_step)
+  batches = [
+    {
+      "prompts": np.array(
+        [texts[(i * shape.prompts + j) % len(texts)] for j in range(shape.prompts)]
+      )
+    }
+    for i in range(warmup + steps)
+  ]
+  learner.train(batches)
+  if len(times["step"]) != warmup + steps or len(times["generate"]) != warmup + steps:
+    raise RuntimeError(
+      f"tunix ran {len(times['step'])} steps and {len(times['generate'])} generations, "
+      f"expected {warmup + steps} of each"
+    )
+  if set(lengths) != {shape.new_tokens}:
+    raise RuntimeError(f"tunix completions stopped early: lengths {sorted(set(lengths))}")
+  step, gen = (_median(times[k][warmup:]) for k in ("step", "generate"))
+  return {
+    "step_s": step,
+    "generate_s": gen,
+    "learn_s": step - gen,
+    "version": importlib.metadata.version("google-tunix"),
+    "settings": dict(
+      rollout_engine="vanilla",
+      colocated=True,
+      weight_sync=learner.should_sync_weights,
+      loss_agg_mode=algo.loss_agg_mode,
+      num_iterations=algo.num_iterations,
+      beta=algo.beta,
+      remat=model.config.remat_config.name,
+      dtype=np.dtype(model.config.dtype).name,
+    ),
+  }
 
 
 def _trl_tokenizer(vocab: int):
@@ -518,6 +708,17 @@ def bench_torch(path: str, shape: Shape, steps: int, warmup: int, prompts):
   }
 
 
+def _tunix_import_error() -> str | None:
+  """Why tunix cannot be imported here (None when it can)."""
+  if _missing("tunix"):
+    return "not importable: tunix; install the peers-jax extra in its own environment"
+  try:
+    from tunix.rl.grpo import grpo_learner  # noqa: F401
+  except Exception as e:  # a broken install names itself in the skip line
+    return f"import failed: {type(e).__name__}: {e}"
+  return None
+
+
 def _trl_why(settings: dict, mkldnn_bf16: bool) -> str:
   """One line on why TRL runs with its settings here."""
   if settings["bf16"]:
@@ -576,6 +777,23 @@ def main(argv):
       flush=True,
     )
 
+  jax_peer = None
+  why_not = "--skip_tunix" if FLAGS.skip_tunix else _tunix_import_error()
+  if why_not:
+    print(f"tunix: skipped ({why_not})", flush=True)
+  else:
+    jax_peer = bench_tunix(path, shape, steps, warmup, texts)
+    print(
+      f"tunix {jax_peer['version']:<7}: {jax_peer['step_s']:.3f} s/step (generate "
+      f"{jax_peer['generate_s']:.3f}, rewards+advantages+learn {jax_peer['learn_s']:.3f}); "
+      f"GRPOLearner, float32, one AdamW step per rollout",
+      flush=True,
+    )
+    print(
+      "  settings   : " + ", ".join(f"{k}={v}" for k, v in jax_peer["settings"].items()),
+      flush=True,
+    )
+
   theirs = plain = None
   missing_torch = _missing("torch", "transformers")
   if missing_torch:
@@ -625,6 +843,8 @@ def main(argv):
       )
   if theirs:
     print(f"speed-up grpojax / TRL (f32 step time): {theirs['step_s'] / ours['step_s']:.2f}x")
+  if jax_peer:
+    print(f"speed-up grpojax / tunix (f32 step time): {jax_peer['step_s'] / ours['step_s']:.2f}x")
   if plain:
     print(
       "speed-up grpojax / plain PyTorch loop (f32 step time): "

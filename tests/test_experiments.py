@@ -15,11 +15,14 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
 TRL = TORCH and all(importlib.util.find_spec(m) for m in ("trl", "datasets"))
+# The JAX peer lives in its own environment (the peers-jax extra pins other transformers).
+TUNIX = importlib.util.find_spec("tunix") is not None
 # Runs a script as `__main__` with the peers made unimportable (`find_spec` returns None for a
 # module whose sys.modules entry is None).
 _WITHOUT_PEERS = (
   "import runpy, sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'trl', "
-  "'datasets'])); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+  "'datasets', 'tunix']));"
+  " sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
 
@@ -52,6 +55,11 @@ def test_bench_step():
     assert _starting(lines, "  first step : learn: autocast=False, dtype=float32")
     assert _starting(lines, "  why        :")
     assert _starting(lines, "speed-up grpojax / TRL (f32 step time): ")
+  if TUNIX:
+    assert _starting(lines, "tunix ") and _starting(lines, "  settings   : rollout_engine=")
+    assert _starting(lines, "speed-up grpojax / tunix (f32 step time): ")
+  else:
+    assert _starting(lines, "tunix: skipped (not importable: tunix")
   if TORCH:
     assert _starting(lines, "torch loop   :")
     # The plain PyTorch ratio comes last, after TRL's.
@@ -66,6 +74,21 @@ def test_bench_sampler():
     assert lines[-1].startswith("speed-up grpojax / transformers: ")
 
 
+def test_bench_device():
+  lines = _python("bench_device.py", "--smoke", "--peak_tflops=1", "--hbm_tbps=0.1")
+  assert _starting(lines, "device: 1 x cpu (cpu)")
+  header = [h.strip() for h in _starting(lines, "| model | chips |")[0].split("|")[1:-1]]
+  cells = _starting(lines, "| tiny | 1 x cpu |")[0].split("|")[1:-1]
+  row = dict(zip(header, cells, strict=True))
+  # The phases partition the step (each printed to the millisecond).
+  phases = ("generate s", "score s", "learn s", "weight sync s")
+  assert abs(sum(float(row[k]) for k in phases) - float(row["step s"])) <= 0.003, row
+  assert float(row["learn MFU"].strip().rstrip("%")) > 0, row  # --peak_tflops gives a peak
+  assert _starting(lines, "share of step: generate ")
+  assert _starting(lines, "learn: ") and "MFU" in _starting(lines, "learn: ")[0]
+  assert _starting(lines, "decode: ") and "x the bound" in _starting(lines, "decode: ")[0]
+
+
 @pytest.mark.parametrize(
   ("script", "flags", "note"),
   [
@@ -77,6 +100,8 @@ def test_peers_skip_cleanly(script, flags, note):
   out = _run(sys.executable, "-c", _WITHOUT_PEERS, os.path.join("experiments", script), *flags)
   assert "grpojax" in out
   assert note in out and "(not importable: torch, transformers)" in out
+  if script == "bench_step.py":
+    assert "tunix: skipped (not importable: tunix" in out
   assert "speed-up" not in out
 
 
