@@ -79,14 +79,15 @@ GEMM path on this machine; on AVX2-only machines its bf16 default is what makes 
 """
 
 import dataclasses
-import importlib.util
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import step_peers  # noqa: E402  (experiments/step_peers.py, next to this script)
 
 flags.DEFINE_integer("steps", 5, "Timed steps of each trainer; medians are reported.")
 flags.DEFINE_integer(
@@ -107,9 +108,6 @@ flags.DEFINE_bool(
   "float32 without checkpointing.",
 )
 FLAGS = flags.FLAGS
-
-LR, B2, CLIP_EPS, ADV_EPS = 1e-6, 0.98, 0.2, 1e-6
-EOS, PAD = 1, 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,18 +134,6 @@ FULL = Shape(16, 8, 24, 64, hidden=256, intermediate=768, layers=4, heads=4, kv_
 SMOKE = Shape(2, 4, 8, 8, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
 
 
-def _even_fraction(ids) -> float:
-  return sum(1 for t in ids if int(t) % 2 == 0) / max(len(ids), 1)
-
-
-def _median(xs):
-  return statistics.median(xs)
-
-
-def _missing(*modules: str) -> list[str]:
-  return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
 def matmul_rate_flops(n: int = 1024):
   """Float32 FLOP/s of an n^3 matmul in XLA on this machine (median of 20)."""
   import jax
@@ -161,7 +147,7 @@ def matmul_rate_flops(n: int = 1024):
     t = time.perf_counter()
     f(a, a).block_until_ready()
     times.append(time.perf_counter() - t)
-  return 2 * n**3 / _median(times)
+  return 2 * n**3 / step_peers.median(times)
 
 
 def make_checkpoint(path: str, shape: Shape) -> None:
@@ -180,7 +166,7 @@ def make_checkpoint(path: str, shape: Shape) -> None:
     attention_bias=True,
     tie_word_embeddings=True,
     max_position_embeddings=1024,
-    eos_token_id=EOS,
+    eos_token_id=step_peers.EOS,
   )
   models.save_pretrained(models.init_policy(cfg, seed=0), path)
 
@@ -196,7 +182,7 @@ def prompt_ids(shape: Shape, n: int) -> list[list[int]]:
 class _IdTokenizer:
   """Ids <-> decimal text ("17 4 255"); no EOS, so grpojax's sampler never stops early."""
 
-  pad_id, bos_id, eos_ids = PAD, None, ()
+  pad_id, bos_id, eos_ids = step_peers.PAD, None, ()
 
   def __init__(self, vocab_size: int):
     self.vocab_size = vocab_size
@@ -224,7 +210,12 @@ def grpojax_config(shape: Shape, path: str, dtype: str, total_steps: int):
   c.train.steps, c.train.microbatch_rows = total_steps, shape.rows
   c.warm_start.steps = 0
   c.optim.update(
-    learning_rate=LR, warmup_steps=0, schedule="constant", b2=B2, weight_decay=0.0, grad_clip=1.0
+    learning_rate=step_peers.LR,
+    warmup_steps=0,
+    schedule="constant",
+    b2=step_peers.B2,
+    weight_decay=0.0,
+    grad_clip=1.0,
   )
   return c
 
@@ -245,7 +236,7 @@ def build_program(config, texts: list[str], vocab: int):
     name="even_ids",
     train=lambda i: example.Example(prompt=texts[i % len(texts)], answer="", solution=""),
     heldout=(),
-    reward_fn=lambda text, ex: _even_fraction(tok.encode(text)),
+    reward_fn=lambda text, ex: step_peers.fraction_even(tok.encode(text)),
   )
   run = dataclasses.replace(
     program.run, tokenizer=tok, task=task, encode_prompt=lambda ex: tok.encode(ex.prompt)
@@ -294,9 +285,12 @@ def bench_grpojax(path, shape: Shape, steps, warmup, dtype: str, texts, measure_
     assert logs["response/length"] == shape.new_tokens, logs["response/length"]
     logs_all.append(logs)
   timed = logs_all[warmup:]
-  out = {k: _median([lg[k] for lg in timed]) for k in ("step_s", "time/sample_s", "time/learn_s")}
+  out = {
+    k: step_peers.median([lg[k] for lg in timed])
+    for k in ("step_s", "time/sample_s", "time/learn_s")
+  }
   out["compile_s"] = logs_all[0]["step_s"] - out["step_s"]
-  out["reward"] = _median([lg["reward/mean"] for lg in timed])
+  out["reward"] = step_peers.median([lg["reward/mean"] for lg in timed])
   if measure_flops:
     # FLOPs of one learn phase: the update on the whole batch in one micro-batch (gradient plus
     # clipping and AdamW, whose FLOPs are negligible), from XLA's cost analysis.
@@ -315,424 +309,6 @@ def bench_grpojax(path, shape: Shape, steps, warmup, dtype: str, texts, measure_
     # 6ND over the non-embedding parameters, plus the tied LM head's matmul (forward + backward).
     out["analytic_flops"] = 6 * (n_params - embed) * rows * n + 3 * 2 * embed * rows * n
   return out
-
-
-class _TunixIdTokenizer:
-  """tunix's tokenizer protocol over decimal ids. Its EOS is an id the model cannot sample (the
-  vocabulary size), so no row stops early, as `min_new_tokens` does for TRL."""
-
-  def __init__(self, vocab_size: int):
-    self.vocab_size = vocab_size
-
-  def encode(self, text: str, **kwargs) -> list[int]:
-    del kwargs
-    return [int(t) for t in str(text).split()]
-
-  def decode(self, ids, **kwargs) -> str:
-    del kwargs
-    return " ".join(str(int(t)) for t in ids)
-
-  def bos_id(self):
-    return None
-
-  def eos_id(self) -> int:
-    return self.vocab_size
-
-  def pad_id(self) -> int:
-    return PAD
-
-
-def tunix_model_config(path: str):
-  """tunix's Qwen2 config for the checkpoint at `path` (its `config.json`)."""
-  import json
-
-  from tunix.models.qwen2 import model as qwen2
-
-  with open(os.path.join(path, "config.json")) as f:
-    hf = json.load(f)
-  return qwen2.ModelConfig(
-    num_layers=hf["num_hidden_layers"],
-    vocab_size=hf["vocab_size"],
-    embed_dim=hf["hidden_size"],
-    hidden_dim=hf["intermediate_size"],
-    num_heads=hf["num_attention_heads"],
-    head_dim=hf["head_dim"],
-    num_kv_heads=hf["num_key_value_heads"],
-    rope_theta=int(hf["rope_theta"]),
-    norm_eps=hf["rms_norm_eps"],
-    use_tied_embedding=hf["tie_word_embeddings"],
-  )
-
-
-def bench_tunix(path: str, shape: Shape, steps: int, warmup: int, texts):
-  """Times tunix `GRPOLearner` steps on the same checkpoint (loaded into tunix's own Qwen2);
-  returns a dict of medians, versions and settings."""
-  import importlib.metadata
-
-  import jax
-  import numpy as np
-  import optax
-  from tunix.models.qwen2 import params as qwen2_params
-  from tunix.rl import rl_cluster
-  from tunix.rl.grpo import grpo_learner
-  from tunix.rl.rollout import base_rollout
-
-  # One device, actor and sampler colocated: they share the weights, so tunix skips its
-  # weight sync. tunix's models need an Auto mesh (jax.make_mesh defaults to Explicit axes).
-  auto = (jax.sharding.AxisType.Auto,) * 2
-  mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=auto, devices=jax.devices()[:1])
-  model = qwen2_params.create_model_from_safe_tensors(path, tunix_model_config(path), mesh)
-  tokenizer = _TunixIdTokenizer(shape.vocab)
-  optimizer = optax.chain(
-    optax.clip_by_global_norm(1.0), optax.adamw(LR, b1=0.9, b2=B2, eps=1e-8, weight_decay=0.0)
-  )
-  rollout_config = base_rollout.RolloutConfig(
-    max_tokens_to_generate=shape.new_tokens,
-    max_prompt_length=shape.prompt_len,
-    kv_cache_size=shape.prompt_len + shape.new_tokens,
-    temperature=1.0,
-    top_p=1.0,
-    top_k=None,
-    eos_tokens=[tokenizer.eos_id()],
-  )
-  training_config = rl_cluster.RLTrainingConfig(
-    actor_optimizer=optimizer,
-    eval_every_n_steps=10**9,
-    max_steps=warmup + steps,
-    mini_batch_size=shape.prompts,  # in prompts: one optimiser step on all rows
-    train_micro_batch_size=shape.prompts,
-  )
-  cluster = rl_cluster.RLCluster(
-    actor=model,
-    tokenizer=tokenizer,
-    cluster_config=rl_cluster.ClusterConfig(
-      role_to_mesh={role: mesh for role in rl_cluster.Role},
-      rollout_engine="vanilla",
-      offload_to_cpu=False,
-      training_config=training_config,
-      rollout_config=rollout_config,
-    ),
-  )
-  algo = grpo_learner.GRPOConfig(
-    num_generations=shape.samples, num_iterations=1, beta=0.0, epsilon=CLIP_EPS
-  )
-
-  def even_fraction(prompts, completions, **kwargs):
-    del prompts, kwargs
-    return [_even_fraction(tokenizer.encode(c)) for c in completions]
-
-  learner = grpo_learner.GRPOLearner(
-    rl_cluster=cluster, algo_config=algo, reward_fns=[even_fraction]
-  )
-  times = {"step": [], "generate": []}
-  lengths = []
-
-  def timed(name, fn):
-    def wrapper(*a, **kw):
-      t = time.perf_counter()
-      out = fn(*a, **kw)
-      times[name].append(time.perf_counter() - t)
-      if name == "generate":
-        lengths.extend(len(ids) for ids in out.tokens)
-      return out
-
-    return wrapper
-
-  # A global step holds the rollout (`RLCluster.generate`), the rewards and advantages, and the
-  # update; tunix syncs no weights between colocated actor and sampler.
-  cluster.generate = timed("generate", cluster.generate)
-  learner._run_global_step = timed("step", learner._run_global_step)
-  batches = [
-    {
-      "prompts": np.array(
-        [texts[(i * shape.prompts + j) % len(texts)] for j in range(shape.prompts)]
-      )
-    }
-    for i in range(warmup + steps)
-  ]
-  learner.train(batches)
-  if len(times["step"]) != warmup + steps or len(times["generate"]) != warmup + steps:
-    raise RuntimeError(
-      f"tunix ran {len(times['step'])} steps and {len(times['generate'])} generations, "
-      f"expected {warmup + steps} of each"
-    )
-  if set(lengths) != {shape.new_tokens}:
-    raise RuntimeError(f"tunix completions stopped early: lengths {sorted(set(lengths))}")
-  step, gen = (_median(times[k][warmup:]) for k in ("step", "generate"))
-  return {
-    "step_s": step,
-    "generate_s": gen,
-    "learn_s": step - gen,
-    "version": importlib.metadata.version("google-tunix"),
-    "settings": dict(
-      rollout_engine="vanilla",
-      colocated=True,
-      weight_sync=learner.should_sync_weights,
-      loss_agg_mode=algo.loss_agg_mode,
-      num_iterations=algo.num_iterations,
-      beta=algo.beta,
-      remat=model.config.remat_config.name,
-      dtype=np.dtype(model.config.dtype).name,
-    ),
-  }
-
-
-def _trl_tokenizer(vocab: int):
-  """A word-level tokenizer whose tokens are the decimal ids, so TRL tokenises the prompt texts
-  to exactly the ids grpojax samples from."""
-  import tokenizers
-  import transformers
-
-  tk = tokenizers.Tokenizer(
-    tokenizers.models.WordLevel({str(i): i for i in range(vocab)}, unk_token=str(PAD))
-  )
-  tk.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  return transformers.PreTrainedTokenizerFast(
-    tokenizer_object=tk, pad_token=str(PAD), eos_token=str(EOS), unk_token=str(PAD)
-  )
-
-
-def bench_trl(path: str, shape: Shape, steps: int, warmup: int, texts, use_defaults: bool):
-  """Times TRL `GRPOTrainer` steps; returns a dict of medians, settings and what ran."""
-  import accelerate
-  import datasets
-  import torch
-  import transformers
-  import trl
-
-  tokenizer = _trl_tokenizer(shape.vocab)
-  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  ds = datasets.Dataset.from_dict(
-    {"prompt": [texts[i % len(texts)] for i in range(shape.prompts * (warmup + steps + 1))]}
-  )
-
-  def even_fraction(completions, completion_ids, **kwargs):
-    del completions, kwargs
-    return [_even_fraction(ids) for ids in completion_ids]
-
-  # TRL 1.16 defaults bf16=True and gradient_checkpointing=True (see the module docstring).
-  precision = {} if use_defaults else dict(bf16=False, gradient_checkpointing=False)
-  args = trl.GRPOConfig(
-    output_dir=tempfile.mkdtemp(),
-    use_cpu=True,
-    seed=0,
-    report_to=[],
-    save_strategy="no",
-    logging_steps=1,
-    disable_tqdm=True,
-    max_steps=warmup + steps,
-    per_device_train_batch_size=shape.rows,
-    gradient_accumulation_steps=1,
-    num_generations=shape.samples,
-    generation_batch_size=shape.rows,
-    num_iterations=1,
-    beta=0.0,
-    loss_type="grpo",
-    scale_rewards="group",
-    epsilon=CLIP_EPS,
-    learning_rate=LR,
-    lr_scheduler_type="constant",
-    warmup_steps=0,
-    weight_decay=0.0,
-    adam_beta1=0.9,
-    adam_beta2=B2,
-    max_grad_norm=1.0,
-    max_completion_length=shape.new_tokens,
-    temperature=1.0,
-    top_p=1.0,
-    top_k=0,
-    shuffle_dataset=False,
-    dataloader_num_workers=0,
-    mask_truncated_completions=False,
-    log_completions=False,
-    # No early stop: EOS is masked out until all new tokens are sampled.
-    generation_kwargs={"min_new_tokens": shape.new_tokens},
-    **precision,
-  )
-  trainer = trl.GRPOTrainer(
-    model=model,
-    reward_funcs=[even_fraction],
-    args=args,
-    train_dataset=ds,
-    processing_class=tokenizer,
-  )
-
-  times = {"step": [], "gen_score": [], "generate": []}
-  lengths = []
-
-  def timed(name, fn):
-    def wrapper(*a, **kw):
-      t = time.perf_counter()
-      out = fn(*a, **kw)
-      times[name].append(time.perf_counter() - t)
-      if name == "gen_score":
-        lengths.append(float(out["completion_mask"].sum(dim=1).float().mean()))
-      return out
-
-    return wrapper
-
-  trainer._generate_and_score_completions = timed(
-    "gen_score", trainer._generate_and_score_completions
-  )
-  trainer._generate = timed("generate", trainer._generate)
-
-  # What the first step actually runs with, seen from inside a decoder MLP (the LM head may be
-  # fused into the loss); removed after that step, so timed steps carry no hook.
-  observed = {}
-  trained = trainer.model
-  # transformers 5 renames gradient checkpointing to activation checkpointing.
-  ckpt_attr = next(
-    (
-      a
-      for a in ("is_activation_checkpointing", "is_gradient_checkpointing")
-      if hasattr(type(trained), a)
-    ),
-    None,
-  )
-
-  def probe(module, inputs, output):
-    del module, inputs
-    phase = "learn" if torch.is_grad_enabled() else "generate"
-    seen = observed.setdefault(
-      phase,
-      dict(
-        autocast=torch.is_autocast_enabled("cpu"),
-        dtype=str(output.dtype).replace("torch.", ""),
-        grad_ckpt=bool(getattr(trained, ckpt_attr)) if ckpt_attr else None,
-        deterministic=torch.are_deterministic_algorithms_enabled(),
-        threads=torch.get_num_threads(),
-      ),
-    )
-    if phase == "generate":  # one-token calls after the prompt's mean a KV cache is in use
-      seen["kv_cache"] = seen.get("kv_cache", False) or output.shape[1] == 1
-
-  hook = trained.model.layers[0].mlp.down_proj.register_forward_hook(probe)
-
-  class StepTimer(transformers.TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-      self.t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-      times["step"].append(time.perf_counter() - self.t)
-      hook.remove()
-
-  trainer.add_callback(StepTimer())
-  trainer.train()
-  if len(times["step"]) != warmup + steps or len(times["gen_score"]) != warmup + steps:
-    raise RuntimeError(
-      f"TRL ran {len(times['step'])} steps and {len(times['gen_score'])} "
-      f"generations, expected {warmup + steps} of each"
-    )
-  if min(lengths) != shape.new_tokens:
-    raise RuntimeError(f"TRL completions stopped early: mean lengths {lengths}")
-  step, gen_score, gen = (_median(times[k][warmup:]) for k in ("step", "gen_score", "generate"))
-  return {
-    "step_s": step,
-    "generate_s": gen,
-    "score_s": gen_score - gen,
-    "learn_s": step - gen_score,
-    "version": trl.__version__,
-    "versions": ", ".join(
-      f"{m.__name__} {m.__version__}" for m in (trl, transformers, accelerate, datasets)
-    ),
-    "settings": dict(
-      bf16=args.bf16,
-      gradient_checkpointing=args.gradient_checkpointing,
-      num_iterations=args.num_iterations,
-      loss_type=args.loss_type,
-      beta=args.beta,
-      steps_per_generation=args.steps_per_generation,
-    ),
-    "observed": observed,
-  }
-
-
-def bench_torch(path: str, shape: Shape, steps: int, warmup: int, prompts):
-  """Times a plain PyTorch GRPO step: `generate`, then one forward/backward/AdamW step."""
-  import numpy as np
-  import torch
-  import transformers
-
-  torch.manual_seed(0)
-  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, B2), eps=1e-8, weight_decay=0.0)
-  p, g, tp, n = shape.prompts, shape.samples, shape.prompt_len, shape.new_tokens
-  input_ids = torch.tensor(np.repeat(np.asarray(prompts[:p]), g, axis=0))
-  gen_kw = dict(
-    do_sample=True,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    max_new_tokens=n,
-    min_new_tokens=n,  # EOS is masked out until all new tokens are sampled, as in TRL
-    eos_token_id=EOS,
-    pad_token_id=PAD,
-  )
-  times = {"step": [], "generate": []}
-  for _ in range(warmup + steps):
-    t0 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-      seqs = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **gen_kw)
-    t1 = time.perf_counter()
-    assert seqs.shape == (p * g, tp + n), seqs.shape
-    model.train()
-    completion = seqs[:, tp:]
-    mask = torch.ones_like(completion, dtype=torch.float32)
-    rewards_pg = (completion % 2 == 0).float().mean(dim=1).view(p, g)
-    adv = (rewards_pg - rewards_pg.mean(1, keepdim=True)) / (
-      rewards_pg.std(1, keepdim=True) + ADV_EPS
-    )
-    # Logits of the positions that predict the completion tokens only.
-    logits = model(
-      input_ids=seqs, attention_mask=torch.ones_like(seqs), logits_to_keep=n + 1
-    ).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    logp = logp.gather(-1, completion.unsqueeze(-1)).squeeze(-1)
-    ratio = torch.exp(logp - logp.detach())  # on-policy: the old log-probs are the current ones
-    a = adv.reshape(-1, 1)
-    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - CLIP_EPS, 1 + CLIP_EPS) * a)
-    loss = -((surrogate * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    times["step"].append(time.perf_counter() - t0)
-    times["generate"].append(t1 - t0)
-  step, gen = (_median(times[k][warmup:]) for k in ("step", "generate"))
-  return {
-    "step_s": step,
-    "generate_s": gen,
-    "learn_s": step - gen,
-    "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
-  }
-
-
-def _tunix_import_error() -> str | None:
-  """Why tunix cannot be imported here (None when it can)."""
-  if _missing("tunix"):
-    return "not importable: tunix; install the peers-jax extra in its own environment"
-  try:
-    from tunix.rl.grpo import grpo_learner  # noqa: F401
-  except Exception as e:  # a broken install names itself in the skip line
-    return f"import failed: {type(e).__name__}: {e}"
-  return None
-
-
-def _trl_why(settings: dict, mkldnn_bf16: bool) -> str:
-  """One line on why TRL runs with its settings here."""
-  if settings["bf16"]:
-    return (
-      "TRL defaults kept (--trl_defaults): bf16 autocast on CPU; with oneDNN bf16 "
-      f"{'usable' if mkldnn_bf16 else 'unusable (no AVX-512)'} here, torch's bf16 GEMMs "
-      f"{'run in oneDNN' if mkldnn_bf16 else 'fall back to the scalar cpublas gemm'}"
-    )
-  return (
-    "bf16=False: TRL's default bf16=True autocasts every forward to bfloat16 on CPU, and without "
-    "AVX-512 torch's bf16 GEMMs fall back to the scalar single-threaded cpublas gemm "
-    f"(oneDNN bf16 usable here: {mkldnn_bf16}); gradient_checkpointing=False, as grpojax "
-    "recomputes nothing"
-  )
 
 
 def main(argv):
@@ -778,11 +354,11 @@ def main(argv):
     )
 
   jax_peer = None
-  why_not = "--skip_tunix" if FLAGS.skip_tunix else _tunix_import_error()
+  why_not = "--skip_tunix" if FLAGS.skip_tunix else step_peers.tunix_import_error()
   if why_not:
     print(f"tunix: skipped ({why_not})", flush=True)
   else:
-    jax_peer = bench_tunix(path, shape, steps, warmup, texts)
+    jax_peer = step_peers.bench_tunix(path, shape, steps, warmup, texts)
     print(
       f"tunix {jax_peer['version']:<7}: {jax_peer['step_s']:.3f} s/step (generate "
       f"{jax_peer['generate_s']:.3f}, rewards+advantages+learn {jax_peer['learn_s']:.3f}); "
@@ -795,7 +371,7 @@ def main(argv):
     )
 
   theirs = plain = None
-  missing_torch = _missing("torch", "transformers")
+  missing_torch = step_peers.missing("torch", "transformers")
   if missing_torch:
     print(f"TRL and plain PyTorch loop: skipped (not importable: {', '.join(missing_torch)})")
   else:
@@ -809,12 +385,12 @@ def main(argv):
       f"{mkldnn_bf16}",
       flush=True,
     )
-    missing_trl = _missing("trl", "datasets")
+    missing_trl = step_peers.missing("trl", "datasets")
     if FLAGS.skip_trl or missing_trl:
       why = "--skip_trl" if FLAGS.skip_trl else f"not importable: {', '.join(missing_trl)}"
       print(f"TRL: skipped ({why})", flush=True)
     else:
-      theirs = bench_trl(path, shape, steps, warmup, texts, FLAGS.trl_defaults)
+      theirs = step_peers.bench_trl(path, shape, steps, warmup, texts, FLAGS.trl_defaults)
       s = theirs["settings"]
       print(
         f"TRL {theirs['version']:<9}: {theirs['step_s']:.3f} s/step (generate "
@@ -830,11 +406,11 @@ def main(argv):
         print(
           f"  first step : {phase}: " + ", ".join(f"{k}={v}" for k, v in seen.items()), flush=True
         )
-      print("  why        : " + _trl_why(s, mkldnn_bf16), flush=True)
+      print("  why        : " + step_peers.trl_why(s, mkldnn_bf16), flush=True)
     if FLAGS.skip_torch:
       print("torch loop: skipped (--skip_torch)", flush=True)
     else:
-      plain = bench_torch(path, shape, steps, warmup, prompts)
+      plain = step_peers.bench_torch(path, shape, steps, warmup, prompts)
       print(
         f"torch loop   : {plain['step_s']:.3f} s/step (generate {plain['generate_s']:.3f}, learn "
         f"{plain['learn_s']:.3f}); {plain['versions']}, eager float32, no autocast, no "
