@@ -14,7 +14,9 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
   c.seed = 0
   c.log_every = 10
   # Two-digit addition, generated in code; held-out problems never appear in training.
-  # `name`: "arithmetic" | "countdown" | "gsm8k" (GSM8K-format `data_path`) | "data" (any
+  # `name`: "arithmetic" | "countdown" | "scratchpad" (multi-step arithmetic with a worked
+  # solution: `difficulty` operations on `digits`-digit numbers with `operators`, see
+  # grpojax/tasks/scratchpad.py) | "gsm8k" (GSM8K-format `data_path`) | "data" (any
   # JSON-lines or Parquet `data_path`, read through `fields`, scored by `verifier`: exact |
   # numeric | math_verify) | "my_pkg.my_tasks:make_task" (any callable returning a
   # grpojax.tasks.Task, called with `kwargs`; see grpojax/tasks/plugins.py).
@@ -30,6 +32,7 @@ def base(recipe: str = "grpo") -> ml_collections.ConfigDict:
       verifier="numeric",
       difficulty=2,
       operators="+",
+      digits=1,  # scratchpad only (arithmetic's digits are its difficulty)
       seed=0,
       heldout_size=256,
       data_path="",

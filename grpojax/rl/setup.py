@@ -22,7 +22,7 @@ from grpojax.objectives import seeupo
 from grpojax.parallel import layout as layout_lib
 from grpojax.parallel import rules
 from grpojax.rl import group_edits, model_rewards, multiturn, pipeline, rephrase
-from grpojax.tasks import gsm8k, plugins
+from grpojax.tasks import gsm8k, plugins, scratchpad
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -303,6 +303,8 @@ def _validate_plugins(config) -> None:
     "task.kwargs",
     "keyword arguments go to a task factory named by import path in task.name",
   )
+  if t.name == "scratchpad":
+    _validate_scratchpad(t)
   _require(t.verifier in plugins.VERIFIERS, "task.verifier", f"must be one of {plugins.VERIFIERS}")
   for key in ("prompt", "answer"):
     _require(bool(t.fields[key]), f"task.fields.{key}", "must name a key of the data rows")
@@ -311,6 +313,16 @@ def _validate_plugins(config) -> None:
     "reward.on_error",
     f"must be one of {plugins.ON_ERROR}, got {config.reward.on_error!r}",
   )
+
+
+def _validate_scratchpad(t: ml_collections.ConfigDict) -> None:
+  """The scratchpad task's knobs, each error naming its `task` field."""
+  fields = {"operations": "difficulty", "digits": "digits", "operators": "operators"}
+  try:
+    scratchpad.check_knobs(operations=t.difficulty, digits=t.digits, operators=t.operators)
+  except ValueError as error:
+    knob = str(error).split(" ", 1)[0]
+    raise ConfigError(f"config.task.{fields[knob]}: {error}") from None
 
 
 def _validate_temperature_policy(config, objective) -> None:
@@ -498,6 +510,7 @@ def build_task(
     seed=t.seed,
     heldout_size=t.heldout_size,
     operators=t.operators,
+    digits=t.digits,
   )
 
 

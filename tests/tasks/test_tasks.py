@@ -5,7 +5,9 @@ import pytest
 from grpojax import tasks
 
 
-@pytest.mark.parametrize("name, difficulty", [("arithmetic", 2), ("countdown", 3)])
+@pytest.mark.parametrize(
+  "name, difficulty", [("arithmetic", 2), ("countdown", 3), ("scratchpad", 3)]
+)
 def test_make_task_gives_working_builtin_tasks(name, difficulty):
   task = tasks.make_task(name, difficulty=difficulty, seed=0)
   assert isinstance(task, tasks.Task)
