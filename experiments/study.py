@@ -43,6 +43,7 @@ def run_once(config, workdir: str, *, rl_marker: str = "reward/mean") -> dict:
   return {
     "greedy_accuracy": final["greedy_accuracy"],
     f"pass@{k}": final[f"pass@{k}"],
+    "final": final,
     "wall_s": wall,
     # response/length is logged every log_every steps: their mean, times every step's rows.
     "generated_tokens": mean_length * per_step_rows * config.train.steps,
