@@ -12,21 +12,11 @@ from flax import nnx
 
 from grpojax import models, objectives, types
 from grpojax.rl import length_buckets, step
+from tests.rl import tiny_policy
 
 P, G, TP, N = 4, 4, 3, 16
 B = P * G
-CFG = models.ModelConfig(
-  model_type="qwen2",
-  vocab_size=37,
-  hidden_size=16,
-  intermediate_size=32,
-  num_layers=1,
-  num_heads=2,
-  num_kv_heads=1,
-  head_dim=8,
-  attention_bias=True,
-  tie_word_embeddings=True,
-)
+CFG = tiny_policy.CFG
 HEADS = models.HeadsConfig(value=True, log_z=True, log_z_width=8, temperature=True)
 
 

@@ -14,21 +14,11 @@ from grpojax.objectives import aggregation, base, surrogates
 from grpojax.objectives import seeupo as seeupo_lib
 from grpojax.objectives import transforms as t
 from grpojax.rl import step
+from tests.rl import tiny_policy
 
 P, G, TP, N = 2, 4, 3, 6
 B = P * G
-CFG = models.ModelConfig(
-  model_type="qwen2",
-  vocab_size=37,
-  hidden_size=16,
-  intermediate_size=32,
-  num_layers=1,
-  num_heads=2,
-  num_kv_heads=1,
-  head_dim=8,
-  attention_bias=True,
-  tie_word_embeddings=True,
-)
+CFG = tiny_policy.CFG
 SCORE_KW = dict(temperature=1.0, compute_entropy=False, seq_chunk=16, vocab_chunk=None)
 
 
