@@ -5,7 +5,6 @@
 same way and with the same key.
 """
 
-import json
 import os
 
 import jax
@@ -16,10 +15,7 @@ from flax import nnx
 from grpojax import checkpoint as checkpoint_lib
 from grpojax import preflight, train
 from grpojax.parallel import mesh as mesh_lib
-from grpojax.rl import multiturn, rollout
-
-SUMMARY_FILE = "summary.json"
-EXAMPLES_FILE = "examples.jsonl"
+from grpojax.rl import evaluation, multiturn, rollout
 
 
 def with_data_file(config: ml_collections.ConfigDict, data: str) -> ml_collections.ConfigDict:
@@ -106,11 +102,5 @@ def run_evaluation(
     "metrics": result.metrics,
   }
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, EXAMPLES_FILE), "w") as f:
-      for record in result.records:
-        f.write(json.dumps(record) + "\n")
-    with open(os.path.join(out, SUMMARY_FILE), "w") as f:
-      json.dump(summary, f, indent=2)
-      f.write("\n")
+    evaluation.write_report(out, summary, result.records)
   return summary

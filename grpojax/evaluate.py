@@ -77,8 +77,9 @@ def main(argv):
   if importlib.import_module("jax").process_index() == 0:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items())
     print(f"{summary['examples']} examples: {metrics}", flush=True)
+    evaluation = eval_run.evaluation
     written = [
-      os.path.join(FLAGS.out, name) for name in (eval_run.SUMMARY_FILE, eval_run.EXAMPLES_FILE)
+      os.path.join(FLAGS.out, name) for name in (evaluation.SUMMARY_FILE, evaluation.EXAMPLES_FILE)
     ]
     print(f"wrote {written[0]} and {written[1]}", flush=True)
 

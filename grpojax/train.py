@@ -35,6 +35,7 @@ from grpojax.parallel import mesh as mesh_lib
 from grpojax.rl import (
   critic_warmup,
   curricula,
+  evaluation,
   multiturn,
   pipeline,
   pivots,
@@ -45,6 +46,9 @@ from grpojax.rl import (
   spike_guard,
   step,
 )
+
+# Where the final evaluation writes summary.json and examples.jsonl, under the workdir.
+FINAL_EVAL_DIR = "eval"
 
 _SFT_KEYS = ("sft/nll", "sft/grad_norm", "time/step_s")
 _RL_KEYS = (
@@ -572,12 +576,19 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   )
   pipe.restore(extra)
 
-  def evaluate(tag: str, step_: int) -> dict[str, float]:
+  def evaluate(tag: str, step_: int, report: str = "") -> dict[str, float]:
+    """Logs the held-out metrics; with `report`, also writes every example's record there."""
     params = program.to_sampler(state.params)
     evaluate_fn = multiturn.evaluate if config.env.name else rollout.evaluate
-    res = evaluate_fn(run, layout, program.sampler, params, config, eval_key).metrics
+    result = evaluate_fn(run, layout, program.sampler, params, config, eval_key)
+    res = result.metrics
     writer.write_scalars(step_, {f"eval/{k}": v for k, v in res.items()})
     log(f"[eval: {tag}] " + console.format_console_line(step_, res), flush=True)
+    if report and is_main:
+      summary = {"step": step_, "examples": len(result.records), "samples": config.eval.samples}
+      evaluation.write_report(
+        report, {**summary, "k": config.eval.pass_k, "metrics": res}, result.records
+      )
     return res
 
   if w == 0 and start == 0:
@@ -639,7 +650,8 @@ def _train(config, workdir, mesh, program, ckpt, is_main) -> dict[str, float]:
   ckpt.wait()
   ckpt.close()
 
-  final = evaluate("final", w + r)
+  # Every held-out example's completions and scores (pass@k for any k, accuracy by example).
+  final = evaluate("final", w + r, report=os.path.join(workdir, FINAL_EVAL_DIR))
   # The trained policy as a Hugging Face checkpoint: loads in transformers and vLLM.
   host_params = jax.tree.map(host_data.to_numpy, state.params)
   if is_main:  # LoRA adapters are merged into full weights (models.export_params)

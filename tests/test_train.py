@@ -1,5 +1,7 @@
 """The real entry point end to end, and exact resume after a kill."""
 
+import json
+import math
 import os
 import re
 import subprocess
@@ -71,6 +73,20 @@ def test_main_smoke_run(tmp_path):
   names = os.listdir(tmp_path)
   assert "curves.png" in names and "metrics.jsonl" in names
   assert any(n.startswith("events.out.tfevents") for n in names)
+  # The final evaluation's report: every held-out example, agreeing with the logged metrics.
+  with open(tmp_path / "eval" / "summary.json") as f:
+    summary = json.load(f)
+  with open(tmp_path / "eval" / "examples.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  with open(tmp_path / "metrics.jsonl") as f:
+    logged = [r for r in map(json.loads, f) if r["step"] == 4 and "eval/pass@4" in r][-1]
+  assert summary["step"] == 4 and summary["examples"] == len(records) > 0
+  n = summary["samples"]
+  counts = [sum(s["correct"] for s in r["samples"]) for r in records]
+  pass4 = np.mean([1 - math.comb(n - c, 4) / math.comb(n, 4) for c in counts])
+  assert pass4 == pytest.approx(logged["eval/pass@4"], abs=1e-9)
+  greedy = np.mean([r["greedy"]["correct"] for r in records])
+  assert greedy == pytest.approx(logged["eval/greedy_accuracy"], abs=1e-9)
   # Re-running the finished command resumes at the end and only re-evaluates.
   again = subprocess.run(
     [

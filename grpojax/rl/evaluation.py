@@ -16,7 +16,9 @@ Each metric is the mean over prompts.
 """
 
 import collections
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -222,3 +224,22 @@ def example_records(
       }
     )
   return records
+
+
+SUMMARY_FILE = "summary.json"
+EXAMPLES_FILE = "examples.jsonl"
+
+
+def write_report(out: str, summary: dict, records: Sequence[dict]) -> None:
+  """Writes `summary.json` and `examples.jsonl` (one record per example) into `out`, each
+  through a temporary file and a rename, so a reader never sees half a report."""
+  os.makedirs(out, exist_ok=True)
+  texts = {
+    EXAMPLES_FILE: "".join(json.dumps(r) + "\n" for r in records),
+    SUMMARY_FILE: json.dumps(summary, indent=2) + "\n",
+  }
+  for name, text in texts.items():
+    path = os.path.join(out, name)
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)

@@ -291,6 +291,7 @@ def branch_rows(run, layout, brancher, params, config, root_state, examples, cor
     if valid_k.any()
     else 0.0,
     "branch/token_frac": suffix_tokens / max(suffix_tokens + root_tokens, 1.0),
+    "branch/generated_tokens": suffix_tokens,  # a branch samples only its suffix
   }
   return Branches(
     seqs=seqs,
@@ -346,4 +347,8 @@ def extend(run, layout, sampler, params, config, ro, key):
     stream=layout.put_rows(stream),
   )
   data = ro.data._replace(pivots=jax.tree.map(layout.put_replicated, br.pivots))
-  return ro._replace(batch=batch, data=data, metrics={**ro.metrics, **br.metrics})
+  metrics = {**ro.metrics, **br.metrics}
+  metrics["rollout/generated_tokens"] = (
+    ro.metrics["rollout/generated_tokens"] + br.metrics["branch/generated_tokens"]
+  )
+  return ro._replace(batch=batch, data=data, metrics=metrics)

@@ -378,6 +378,8 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
     "response/length": float(first.lengths.mean()),
     "response/clipped_frac": float(np.mean(first.lengths >= ro.max_new_tokens)),
     "rollout/generation_batches": float(len(batches)),
+    # Every token sampled this step, the groups a refill discarded included (its cost).
+    "rollout/generated_tokens": float(sum(bt.lengths.sum() for bt in batches)),
     "rollout/informative_groups": float(informative.sum()),
   }
   if model_metrics:  # this process's rows of the first generation batch, as reward/mean

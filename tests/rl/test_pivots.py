@@ -1,6 +1,7 @@
 """DEEP-GRPO's pivots: selection, the success model, fork-based branches, the dual-stream loss,
 and two steps of its config."""
 
+import json
 import os
 import sys
 
@@ -164,3 +165,11 @@ def test_deep_grpo_config_runs_two_steps(tmp_path):
   assert 0.0 <= final["greedy_accuracy"] <= 1.0
   lines = open(os.path.join(tmp_path, "metrics.jsonl")).read()
   assert "branch/token_frac" in lines and "branch/success_rate" in lines
+  # Tokens sampled a step: the root rows' completions plus the branches' suffixes.
+  rows = config.rollout.prompts_per_step * config.rollout.samples_per_prompt
+  steps = [json.loads(line) for line in lines.splitlines() if "branch/generated_tokens" in line]
+  assert steps
+  for m in steps:
+    root = m["rollout/generated_tokens"] - m["branch/generated_tokens"]
+    assert root == pytest.approx(m["response/length"] * rows, rel=1e-6)
+    assert m["branch/generated_tokens"] >= 0

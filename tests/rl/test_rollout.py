@@ -89,6 +89,8 @@ def test_dynamic_sampling_keeps_informative_groups_and_counts_data(fake_run):
   batches = int(ro.metrics["rollout/generation_batches"])
   assert position == batches * p  # every generated prompt is consumed from the stream
   assert batches >= 2  # half the prompts are decided, so one batch cannot fill four groups
+  # The discarded groups were sampled too: the step's token count is more than it trains on.
+  assert ro.metrics["rollout/generated_tokens"] > mask.sum()
 
 
 def test_without_dynamic_sampling_one_batch_in_order(fake_run):
@@ -98,6 +100,7 @@ def test_without_dynamic_sampling_one_batch_in_order(fake_run):
   decided = np.asarray(ro.batch.rewards).reshape(4, -1)[[0, 2]]
   assert (decided == 1.0).all()  # prompts 0 and 2 kept in place, uninformative
   assert np.asarray(ro.batch.seqs.completion_mask).sum() > 0
+  assert ro.metrics["rollout/generated_tokens"] == np.asarray(ro.batch.seqs.completion_mask).sum()
 
 
 class _TimingOutReward:
