@@ -45,10 +45,47 @@ def run_once(config, workdir: str, *, rl_marker: str = "reward/mean") -> dict:
     f"pass@{k}": final[f"pass@{k}"],
     "final": final,
     "wall_s": wall,
-    # response/length is logged every log_every steps: their mean, times every step's rows.
-    "generated_tokens": mean_length * per_step_rows * config.train.steps,
+    "generated_tokens": _generated_tokens(rl, mean_length * per_step_rows, config.train.steps),
     "last": rl[-1] if rl else {},
+    "examples": example_outcomes(os.path.join(workdir, "eval", "examples.jsonl")),
   }
+
+
+def _generated_tokens(rl_logs: list[dict], per_step_estimate: float, steps: int) -> float:
+  """Every token the run sampled: the sum of `rollout/generated_tokens` when every RL step was
+  logged, else the logged steps' mean times the steps (or the mean response length times the
+  batch's rows, for histories from before the counter)."""
+  counts = [r["rollout/generated_tokens"] for r in rl_logs if "rollout/generated_tokens" in r]
+  if len(counts) == steps:
+    return float(sum(counts))
+  return (sum(counts) / len(counts) if counts else per_step_estimate) * steps
+
+
+def example_outcomes(path: str) -> dict:
+  """Per held-out example, from an evaluation's examples.jsonl: `correct` (how many of its n
+  samples were right), `greedy` (0/1) and the mean token length of its `right` and `wrong`
+  samples (None where it has none), enough for pass@k at every k <= n and accuracy by example."""
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+
+  def mean_length(samples):
+    return sum(s["length"] for s in samples) / len(samples) if samples else None
+
+  return {
+    "n": len(records[0]["samples"]),
+    "correct": [sum(s["correct"] for s in r["samples"]) for r in records],
+    "greedy": [int(r["greedy"]["correct"]) for r in records],
+    "right_length": [mean_length([s for s in r["samples"] if s["correct"]]) for r in records],
+    "wrong_length": [mean_length([s for s in r["samples"] if not s["correct"]]) for r in records],
+  }
+
+
+def pass_at_k(examples: dict, k: int) -> float:
+  """Mean unbiased pass@k over the examples of an `example_outcomes` record."""
+  from grpojax.rl import evaluation
+
+  n = examples["n"]
+  return sum(evaluation.pass_at_k(n, c, k) for c in examples["correct"]) / len(examples["correct"])
 
 
 def load(out: str) -> list[dict]:
