@@ -101,6 +101,12 @@ def progrpo(c):
   _recipe(c, "progrpo")
 
 
+def progrpo_group_confidence(c):
+  """ProGRPO with c(q) read as the group's mean answer confidence instead of the prompt tokens'
+  (`prompt_confidence=False`): the confidence shift then averages zero within a group."""
+  _recipe(c, "progrpo", prompt_confidence=False)
+
+
 def dr_grpo(c):
   """Dr. GRPO: no group std, no length normalisation (a constant normaliser)."""
   _recipe(c, "dr_grpo")
@@ -186,6 +192,13 @@ def vapo(c):
   c.optim.head_learning_rate = 1e-3
 
 
+def vapo_fixed_lambda(c):
+  """VAPO with a fixed λ_policy = 0.95 in place of the length-adaptive 1 − 1/(αl), which is
+  0.17 for this task's 24-token solutions (α = 0.05)."""
+  vapo(c)
+  c.objective.adaptive_lambda = False
+
+
 ARMS = {
   f.__name__: f
   for f in (
@@ -197,6 +210,7 @@ ARMS = {
     kl_cov,
     entropy_bonus,
     progrpo,
+    progrpo_group_confidence,
     dr_grpo,
     dynamic_sampling,
     goldilocks,
@@ -209,6 +223,7 @@ ARMS = {
     qerl_aqn,
     qerl_no_noise,
     vapo,
+    vapo_fixed_lambda,
   )
 }
 
@@ -279,6 +294,13 @@ def run(args) -> tuple[list[str], list[dict]]:
   return arms, [r for r in records if r["arm"] in arms and r["seed"] in seeds]
 
 
+def main(doc: str, study_arms, smoke_arms, report, argv=None) -> None:
+  """A study's command line: run its arms not yet in OUT, then `report(args, arms, records)`."""
+  args = parser(doc, study_arms, smoke_arms).parse_args(argv)
+  names, records = run(args)
+  report(args, names, records)
+
+
 def history(out: str, record: dict) -> list[dict]:
   """The logged RL steps of one run (OUT/runs/ARM_SEED.jsonl)."""
   with open(os.path.join(out, "runs", f"{record['arm']}_{record['seed']}.jsonl")) as f:
@@ -289,6 +311,17 @@ def run_mean(out: str, record: dict, key: str) -> float | None:
   """The mean of `key` over a run's logged RL steps (None when the run never logs it)."""
   vals = [r[key] for r in history(out, record) if key in r]
   return sum(vals) / len(vals) if vals else None
+
+
+def steps_mean(out: str, key: str, which: str = "last", count: int = 5):
+  """value(record): the mean of `key` over a run's first or last `count` steps that log it."""
+
+  def value(record):
+    vals = [h[key] for h in history(out, record) if key in h]
+    vals = vals[:count] if which == "first" else vals[-count:]
+    return sum(vals) / len(vals) if vals else None
+
+  return value
 
 
 def cells(records, arms, value) -> dict[str, tuple[float, float, int]]:
@@ -303,11 +336,13 @@ def cells(records, arms, value) -> dict[str, tuple[float, float, int]]:
   return out
 
 
-def fmt(cell, digits: int = 1) -> str:
+def fmt(cell, digits: int | str = 1) -> str:
+  """`mean ± half-width`, fixed-point with `digits` decimals or in "e" notation."""
   if cell is None:
     return ""
   mean, half, _ = cell
-  return f"{mean:.{digits}f}" + ("" if half != half else f" ± {half:.{digits}f}")
+  spec = ".2e" if digits == "e" else f".{digits}f"
+  return f"{mean:{spec}}" + ("" if half != half else f" ± {half:{spec}}")
 
 
 def markdown_table(records, arms, columns: dict) -> str:
@@ -349,18 +384,37 @@ def divergence_columns(out: str) -> dict:
       m = run_mean(out, r, key)
       return None if m is None else scale * m
 
-    columns[name] = (value, 2 if key in pct else 3)
+    columns[name] = (value, 2 if key in pct else "e" if key.endswith("kl") else 3)
   return columns
 
 
-def curve_plot(out, records, arms, key: str, path: str, *, ylabel: str, title: str) -> None:
-  """The seed-mean of a logged metric against the RL step, one line per arm."""
+def axes(width: float = 6):
+  """A new figure's axes (matplotlib on its file-only backend)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6, 4))
+  return plt.subplots(figsize=(width, 4))[1]
+
+
+def save(ax, path: str, *, xlabel: str | None, ylabel: str, title: str, legend: int = 8) -> None:
+  """Labels, legend, then the PNG at `path`; the figure is closed."""
+  import matplotlib.pyplot as plt
+
+  if xlabel is not None:
+    ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=legend)
+  ax.figure.tight_layout()
+  ax.figure.savefig(path, dpi=120)
+  plt.close(ax.figure)
+
+
+def curve_plot(out, records, arms, key: str, path: str, *, ylabel: str, title: str) -> None:
+  """The seed-mean of a logged metric against the RL step, one line per arm."""
+  ax = axes()
   for arm in arms:
     runs = [history(out, r) for r in records if r["arm"] == arm]
     steps = sorted({h["step"] for run in runs for h in run if key in h})
@@ -371,13 +425,7 @@ def curve_plot(out, records, arms, key: str, path: str, *, ylabel: str, title: s
       vals = [h[key] for run in runs for h in run if h["step"] == s and key in h]
       ys.append(sum(vals) / len(vals))
     ax.plot([s - steps[0] + 1 for s in steps], ys, label=arm)
-  ax.set_xlabel("RL step")
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(ax, path, xlabel="RL step", ylabel=ylabel, title=title, legend=7)
 
 
 def write_report(args, name: str, text: str) -> str:
@@ -391,12 +439,7 @@ def write_report(args, name: str, text: str) -> str:
 
 def errorbar_plot(records, arms, metrics: dict, path: str, *, ylabel: str, title: str) -> None:
   """Per arm, the mean and 95% interval over seeds of each metric (label -> value(record))."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(arms) + 2), 4))
+  ax = axes(max(6, 0.8 * len(arms) + 2))
   width = 0.8 / len(metrics)
   for j, (label, fn) in enumerate(metrics.items()):
     per_arm = cells(records, arms, fn)
@@ -405,12 +448,7 @@ def errorbar_plot(records, arms, metrics: dict, path: str, *, ylabel: str, title
     es = [0.0 if per_arm[a][1] != per_arm[a][1] else per_arm[a][1] for a in arms if a in per_arm]
     ax.bar(xs, ys, width, yerr=es, capsize=3, label=label)
   ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(ax, path, xlabel=None, ylabel=ylabel, title=title)
 
 
 def warm_start_outcomes(args) -> dict:

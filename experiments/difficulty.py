@@ -82,10 +82,7 @@ def report(args, names, records) -> None:
     f"avg@{n} %": (lambda r: 100 * study.pass_at_k(r["examples"], 1), 1),
     "right samples' length": (sample_length("right"), 2),
     "wrong samples' length": (sample_length("wrong"), 2),
-    "train length, last 5 steps": (
-      lambda r: study.interval([h["response/length"] for h in arms.history(args.out, r)][-5:])[0],
-      2,
-    ),
+    "train length, last 5 steps": (arms.steps_mean(args.out, "response/length"), 2),
     "wall s": (lambda r: r["wall_s"], 0),
     "generated tokens (k)": (lambda r: r["generated_tokens"] / 1000, 0),
   }
@@ -126,9 +123,7 @@ def report(args, names, records) -> None:
 
 
 def main(argv=None):
-  args = arms.parser(__doc__, ARMS, SMOKE_ARMS).parse_args(argv)
-  names, records = arms.run(args)
-  report(args, names, records)
+  arms.main(__doc__, ARMS, SMOKE_ARMS, report, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ over-confident correct paths stop absorbing the update, and reports +5.7% pass@1
 pass@32 over GRPO on Qwen2.5-7B. Here both arms train from the scratchpad warm start under the
 setup of experiments/arms.py (every problem has two to six valid scratchpads, so a policy can
 keep several or collapse to one), and each held-out problem gets 32 samples: pass@k for
-k = 1 ... 32 from the unbiased estimator, plus the entropy at the end of training.
+k = 1 ... 32 from the unbiased estimator, plus the entropy at the end of training. A third arm
+reads ProGRPO's prompt confidence c(q) as the group's mean answer confidence: on a task whose
+prompts are random digits the prompt tokens' own confidence sits far below any answer's, which
+shifts every advantage down (the report's adv_mean column shows by how much).
 
   python experiments/diversity.py --warm_start=W/policy   # W: configs/scratchpad.py, 0 RL steps
   python experiments/diversity.py --smoke                 # seconds, the local config
@@ -22,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import arms  # noqa: E402  (experiments/arms.py, next to this script)
 import study  # noqa: E402
 
-ARMS = ("grpo", "progrpo")
+ARMS = ("grpo", "progrpo", "progrpo_group_confidence")
 SMOKE_ARMS = ("progrpo",)
 
 
@@ -32,12 +35,8 @@ def report(args, names, records) -> None:
   ks = [2**i for i in range(int(math.log2(n)) + 1)]
   columns = {f"pass@{k} %": (lambda r, k=k: 100 * study.pass_at_k(r["examples"], k), 1) for k in ks}
   columns["greedy %"] = (lambda r: 100 * r["greedy_accuracy"], 1)
-  columns["entropy, last 5 steps"] = (
-    lambda r: study.interval(
-      [h["entropy/mean"] for h in arms.history(args.out, r) if "entropy/mean" in h][-5:]
-    )[0],
-    3,
-  )
+  columns["entropy, last 5 steps"] = (arms.steps_mean(args.out, "entropy/mean"), 3)
+  columns["adv_mean"] = (lambda r: arms.run_mean(args.out, r, "objective/adv_mean"), 3)
   columns["wall s"] = (lambda r: r["wall_s"], 0)
   columns["generated tokens (k)"] = (lambda r: r["generated_tokens"] / 1000, 0)
   warm_row = " | ".join(f"{100 * study.pass_at_k(warm, k):.1f}" for k in ks)
@@ -51,12 +50,7 @@ def report(args, names, records) -> None:
     + "\n"
   )
   arms.write_report(args, "diversity", text)
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  ax = arms.axes()
   ax.plot(ks, [100 * study.pass_at_k(warm, k) for k in ks], "k--", label="warm start")
   for arm in names:
     per_k = [
@@ -66,19 +60,17 @@ def report(args, names, records) -> None:
     es = [0.0 if c[arm][1] != c[arm][1] else c[arm][1] for c in per_k]
     ax.errorbar(ks, ys, yerr=es, marker="o", capsize=3, label=arm)
   ax.set_xscale("log", base=2)
-  ax.set_xlabel("k (samples per problem)")
-  ax.set_ylabel("held-out pass@k (%)")
-  ax.set_title("pass@k after RL (mean, 95% CI over seeds)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(args.out, "diversity.png"), dpi=120)
-  plt.close(fig)
+  arms.save(
+    ax,
+    os.path.join(args.out, "diversity.png"),
+    xlabel="k (samples per problem)",
+    ylabel="held-out pass@k (%)",
+    title="pass@k after RL (mean, 95% CI over seeds)",
+  )
 
 
 def main(argv=None):
-  args = arms.parser(__doc__, ARMS, SMOKE_ARMS).parse_args(argv)
-  names, records = arms.run(args)
-  report(args, names, records)
+  arms.main(__doc__, ARMS, SMOKE_ARMS, report, argv)
 
 
 if __name__ == "__main__":

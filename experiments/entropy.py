@@ -25,17 +25,29 @@ import study  # noqa: E402
 
 ARMS = ("grpo", "clip_higher", "stapo", "sapo", "clip_cov", "kl_cov", "entropy_bonus")
 SMOKE_ARMS = ("clip_cov",)
+# Each arm's own mechanism, as its objective logs it: (label, metric, scale).
+MECHANISMS = {
+  "stapo": ("spurious tokens masked %", "objective/stapo_masked_frac", 100),
+  "sapo": ("mean soft-gate weight", "objective/gate_weight_mean", 1),
+  "clip_cov": ("tokens detached %", "objective/cov_selected_frac", 100),
+  "kl_cov": ("tokens KL-penalised %", "objective/cov_selected_frac", 100),
+  "entropy_bonus": ("entropy term", "objective/entropy_mean", 1),
+}
 
 
-def entropy_at(out: str, which: str):
-  """The mean token entropy over a run's first or last five logged RL steps."""
-
-  def value(record):
-    vals = [h["entropy/mean"] for h in arms.history(out, record) if "entropy/mean" in h]
-    vals = vals[:5] if which == "first" else vals[-5:]
-    return sum(vals) / len(vals) if vals else None
-
-  return value
+def mechanism_table(out: str, names, records) -> str:
+  """Per arm with a mechanism of its own: the per-step mean and the largest step's value."""
+  lines = ["| arm | statistic | per-step mean | largest step |", "|---|---|---|---|"]
+  for arm in names:
+    if arm not in MECHANISMS:
+      continue
+    label, key, scale = MECHANISMS[arm]
+    steps = [
+      scale * h[key] for r in records if r["arm"] == arm for h in arms.history(out, r) if key in h
+    ]
+    if steps:
+      lines.append(f"| {arm} | {label} | {sum(steps) / len(steps):.4g} | {max(steps):.4g} |")
+  return "\n".join(lines)
 
 
 def report(args, names, records) -> None:
@@ -43,14 +55,16 @@ def report(args, names, records) -> None:
   columns = {
     **arms.outcome_columns(records),
     f"pass@{n} %": (lambda r: 100 * study.pass_at_k(r["examples"], n), 1),
-    "entropy, first 5 steps": (entropy_at(args.out, "first"), 3),
-    "entropy, last 5 steps": (entropy_at(args.out, "last"), 3),
+    "entropy, first 5 steps": (arms.steps_mean(args.out, "entropy/mean", "first"), 3),
+    "entropy, last 5 steps": (arms.steps_mean(args.out, "entropy/mean"), 3),
   }
   text = (
     f"Entropy collapse, {args.steps} RL steps, seeds {args.seeds} (mean ± 95% interval):\n\n"
     + arms.markdown_table(records, names, columns)
     + "\n\nHow far each objective departs from the plain gradient (per-step means):\n\n"
     + arms.markdown_table(records, names, arms.divergence_columns(args.out))
+    + "\n\nEach arm's own mechanism, over every step of every seed:\n\n"
+    + mechanism_table(args.out, names, records)
     + "\n"
   )
   arms.write_report(args, "entropy", text)
@@ -78,9 +92,7 @@ def report(args, names, records) -> None:
 
 
 def main(argv=None):
-  args = arms.parser(__doc__, ARMS, SMOKE_ARMS).parse_args(argv)
-  names, records = arms.run(args)
-  report(args, names, records)
+  arms.main(__doc__, ARMS, SMOKE_ARMS, report, argv)
 
 
 if __name__ == "__main__":

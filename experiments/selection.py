@@ -57,12 +57,7 @@ def report(args, names, records) -> None:
     + "\n"
   )
   arms.write_report(args, "selection", text)
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  ax = arms.axes()
   for arm in names:
     rs = [r for r in records if r["arm"] == arm]
     xs = [r["generated_tokens"] / 1e6 for r in rs]
@@ -80,19 +75,17 @@ def report(args, names, records) -> None:
       label=arm,
     )
   ax.axhline(warm_avg, color="k", ls="--", lw=1, label="warm start")
-  ax.set_xlabel("generated tokens (millions)")
-  ax.set_ylabel(f"held-out avg@{n} (%)")
-  ax.set_title("accuracy against generation spent (seeds and mean, 95% CI)")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(args.out, "selection.png"), dpi=120)
-  plt.close(fig)
+  arms.save(
+    ax,
+    os.path.join(args.out, "selection.png"),
+    xlabel="generated tokens (millions)",
+    ylabel=f"held-out avg@{n} (%)",
+    title="accuracy against generation spent (seeds and mean, 95% CI)",
+  )
 
 
 def main(argv=None):
-  args = arms.parser(__doc__, ARMS, SMOKE_ARMS).parse_args(argv)
-  names, records = arms.run(args)
-  report(args, names, records)
+  arms.main(__doc__, ARMS, SMOKE_ARMS, report, argv)
 
 
 if __name__ == "__main__":
