@@ -6,6 +6,7 @@ exercised when importable; a script must then print their lines, and otherwise i
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,45 @@ def test_scratchpad_studies_share_one_out(tmp_path):
     assert os.path.exists(os.path.join(out, png)), script
   with open(os.path.join(out, "results.jsonl")) as f:
     assert len(f.readlines()) == 6
+
+
+def _study_module():
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import study
+
+  return study
+
+
+def test_study_interval_and_example_outcomes_by_hand(tmp_path):
+  study = _study_module()
+  # Mean 2, sample sd 1, n = 3: half-width t(0.975, 2) x 1 / sqrt(3) = 4.303 / 1.732.
+  mean, half = study.interval([1.0, 2.0, 3.0])
+  assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5, rel=1e-6)
+
+  # Two problems, four samples each: 1 and 3 right.
+  def sample(correct, length):
+    return {"correct": correct, "length": length}
+
+  records = [
+    {
+      "greedy": {"correct": False},
+      "samples": [sample(True, 10), sample(False, 20), sample(False, 30), sample(False, 40)],
+    },
+    {
+      "greedy": {"correct": True},
+      "samples": [sample(True, 8), sample(True, 12), sample(True, 10), sample(False, 50)],
+    },
+  ]
+  path = tmp_path / "examples.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  ex = study.example_outcomes(str(path))
+  assert ex == {
+    "n": 4,
+    "correct": [1, 3],
+    "greedy": [0, 1],
+    "right_length": [10.0, 10.0],
+    "wrong_length": [30.0, 50.0],
+  }
+  # pass@2 = 1 - C(n - c, 2) / C(n, 2): 1 - 3/6 and 1 - 0/6.
+  assert study.pass_at_k(ex, 2) == pytest.approx((0.5 + 1.0) / 2)
+  assert study.pass_at_k(ex, 1) == pytest.approx((0.25 + 0.75) / 2)
