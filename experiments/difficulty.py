@@ -76,7 +76,7 @@ def report(args, names, records) -> None:
     band_cols[label] = (band_accuracy(warm, lo, hi), 1)
     size = sum(lo <= c <= hi for c in warm["correct"])
     warm_acc = band_accuracy(warm, lo, hi)({"examples": warm})
-    sizes.append(f"{label}: {size} problems, warm start {warm_acc or 0:.1f}%")
+    sizes.append(f"{label}: {size} problems" + (f", warm start {warm_acc:.1f}%" if size else ""))
   length_cols = {
     "greedy %": (lambda r: 100 * r["greedy_accuracy"], 1),
     f"avg@{n} %": (lambda r: 100 * study.pass_at_k(r["examples"], 1), 1),
