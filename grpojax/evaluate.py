@@ -77,7 +77,7 @@ def main(argv):
   if importlib.import_module("jax").process_index() == 0:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items())
     print(f"{summary['examples']} examples: {metrics}", flush=True)
-    evaluation = eval_run.evaluation
+    evaluation = importlib.import_module("grpojax.rl.evaluation")
     written = [
       os.path.join(FLAGS.out, name) for name in (evaluation.SUMMARY_FILE, evaluation.EXAMPLES_FILE)
     ]

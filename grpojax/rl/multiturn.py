@@ -336,9 +336,10 @@ def sample_groups(run, layout, sampler, params, config, source, data, key, edit)
   rewards = ep.rewards
   source_state = source.observe(source_state, ids, rewards.reshape(p, g))
   informative = np.asarray([group_edits.is_informative(r) for r in rewards.reshape(p, g)])
-  metrics = _episode_metrics(ep, host_data.to_numpy(comp.mask), g, ro.max_new_tokens)
+  mask = host_data.to_numpy(comp.mask)  # the policy's tokens
+  metrics = _episode_metrics(ep, mask, g, ro.max_new_tokens)
   metrics["rollout/generation_batches"] = 1.0
-  metrics["rollout/generated_tokens"] = float(host_data.to_numpy(comp.mask).sum())  # policy's
+  metrics["rollout/generated_tokens"] = float(mask.sum())
   metrics["rollout/informative_groups"] = float(informative.sum())
   batch = step.Batch(
     seqs=seqs,

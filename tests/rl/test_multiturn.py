@@ -135,6 +135,8 @@ def test_trainer_rows_are_exactly_the_sampled_and_appended_tokens(echo_rollout):
   sampled = np.asarray(b.sampler_logprobs)
   assert np.all(sampled[loss == 0] == 0)  # environment tokens and padding: no log-prob terms
   assert ro.metrics["env/turns"] > 1 and ro.metrics["env/errors"] == 0
+  # Tokens generated: the policy's own, checked row by row above (replies are not counted).
+  assert ro.metrics["rollout/generated_tokens"] == int(loss.sum())
 
 
 def test_trainer_log_probs_equal_the_sampler_log_probs(echo_rollout):
