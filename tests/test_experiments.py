@@ -182,26 +182,39 @@ def test_bench_pipeline():
   assert _starting(lines, "ratio async/sync: ")
 
 
-def test_scratchpad_studies_share_one_out(tmp_path):
-  """The six method studies, one arm each, writing into one OUT: the warm start's evaluation
-  is made once and every report finds its runs."""
+_STUDY_REPORTS = {
+  "entropy.py": ("| clip_cov | ", "entropy_curve.png"),
+  "exploration.py": ("| deep_grpo | ", "exploration_tokens.png"),
+  "diversity.py": ("| progrpo | ", "diversity.png"),
+  "difficulty.py": ("| dr_grpo | ", "difficulty_length.png"),
+  "selection.py": ("| dynamic_sampling | ", "selection.png"),
+  "critic.py": ("| vapo | ", "critic.png"),
+}
+
+
+# Two groups run on separate workers; the second shares one warm-start evaluation.
+@pytest.mark.parametrize(
+  "scripts",
+  [
+    ("entropy.py", "exploration.py"),
+    ("diversity.py", "difficulty.py", "selection.py", "critic.py"),
+  ],
+)
+def test_scratchpad_studies_share_one_out(tmp_path, scripts):
+  """The method studies, one arm each, writing into one OUT: the warm start's evaluation is
+  made once and every report finds its runs."""
   out = str(tmp_path)
-  reports = {
-    "entropy.py": ("| clip_cov | ", "entropy_curve.png"),
-    "diversity.py": ("| progrpo | ", "diversity.png"),
-    "difficulty.py": ("| dr_grpo | ", "difficulty_length.png"),
-    "selection.py": ("| dynamic_sampling | ", "selection.png"),
-    "exploration.py": ("| deep_grpo | ", "exploration_tokens.png"),
-    "critic.py": ("| vapo | ", "critic.png"),
-  }
-  for script, (row, png) in reports.items():
+  for script in scripts:
+    row, png = _STUDY_REPORTS[script]
     lines = _python(script, "--smoke", f"--out={out}")
     assert len(_starting(lines, "RESULT ")) == 1, script  # its one arm, one seed
     assert _starting(lines, row), script
     assert lines[-1] == f"wrote {os.path.join(out, script.replace('.py', '.md'))}", script
     assert os.path.exists(os.path.join(out, png)), script
   with open(os.path.join(out, "results.jsonl")) as f:
-    assert len(f.readlines()) == 6
+    assert len(f.readlines()) == len(scripts)
+  if "diversity.py" in scripts:
+    assert os.path.exists(os.path.join(out, "warm_start.json"))
 
 
 def _study_module():
