@@ -283,6 +283,12 @@ def run(args) -> tuple[list[str], list[dict]]:
     args.out = args.out or tempfile.mkdtemp(prefix="scratchpad_smoke_")
   elif not args.warm_start:
     sys.exit("--warm_start: the scratchpad warm start's policy directory is required")
+  elif not os.path.isfile(os.path.join(args.warm_start, "config.json")):
+    sys.exit(
+      f"--warm_start: {args.warm_start!r} is not an exported policy (no config.json); make one "
+      "with python -m grpojax.main --config=configs/scratchpad.py --workdir=W "
+      "--config.train.steps=0 and pass W/policy"
+    )
   args.out = args.out or OUT
   arms = [a for a in args.arms.split(",") if a]
   unknown = sorted(set(arms) - set(ARMS))

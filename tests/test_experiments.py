@@ -257,3 +257,16 @@ def test_study_interval_and_example_outcomes_by_hand(tmp_path):
   # pass@2 = 1 - C(n - c, 2) / C(n, 2): 1 - 3/6 and 1 - 0/6.
   assert study.pass_at_k(ex, 2) == pytest.approx((0.5 + 1.0) / 2)
   assert study.pass_at_k(ex, 1) == pytest.approx((0.25 + 0.75) / 2)
+
+
+def test_study_refuses_a_warm_start_that_is_not_a_policy(tmp_path):
+  proc = subprocess.run(
+    [sys.executable, os.path.join("experiments", "entropy.py"), f"--warm_start={tmp_path}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith(f"--warm_start: '{tmp_path}' is not")
